@@ -1,0 +1,225 @@
+package application
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/taskpod/billing/domain"
+	"github.com/taskpod/billing/ports"
+)
+
+var (
+	// ErrStepBusy means another executor holds the step's lease; retry later.
+	ErrStepBusy = errors.New("payment step is running in another executor")
+	// ErrStepNotReady means an earlier step of the payment has not resolved.
+	ErrStepNotReady = errors.New("payment step waits for an earlier step")
+)
+
+// relayActor names the relay in ledger records.
+const relayActor = "system:relay"
+
+// Steps runs the money steps of payments: authorize, capture, transfer and
+// release. Each run claims the step under a lease in one unit of work, calls
+// Stripe with a key built from the payment id, the step and the stored
+// attempt number, and records the outcome in another unit of work. A run
+// that finds its step claimed before first asks Stripe what happened, so a
+// crash between the call and the record never acts twice.
+type Steps struct {
+	store    ports.Store
+	gateway  ports.PaymentGateway
+	clock    ports.Clock
+	ids      ports.IDGenerator
+	observer ports.PaymentObserver
+	log      *slog.Logger
+	leaseTTL time.Duration
+}
+
+// StepsConfig carries the executor's settings.
+type StepsConfig struct {
+	// LeaseTTL must exceed the gateway's request timeout, so a lease only
+	// expires after the request that took it has ended.
+	LeaseTTL time.Duration
+}
+
+// NewSteps builds the step executor.
+func NewSteps(store ports.Store, gateway ports.PaymentGateway, clock ports.Clock, ids ports.IDGenerator,
+	observer ports.PaymentObserver, cfg StepsConfig, log *slog.Logger) *Steps {
+	if observer == nil {
+		observer = ports.NopObserver{}
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = time.Minute
+	}
+	return &Steps{store: store, gateway: gateway, clock: clock, ids: ids, observer: observer, log: log, leaseTTL: cfg.LeaseTTL}
+}
+
+// IdempotencyKey is the Stripe key of one attempt of one step.
+func IdempotencyKey(paymentID string, step domain.Step, attempt int) string {
+	return fmt.Sprintf("taskpod:%s:%s:%d", paymentID, step, attempt)
+}
+
+// claim is what a run learned and reserved in its first unit of work.
+type claim struct {
+	msg     ports.OutboxMessage
+	payment domain.PaymentRecord
+	state   ports.StepState
+	// reconcile is set when an earlier attempt may have reached Stripe.
+	reconcile bool
+	// skip is set when the step has nothing left to do.
+	skip bool
+}
+
+// Run performs one outbox message. It returns nil when the step is done or
+// has nothing to do, and an error when the relay should try again later.
+func (s *Steps) Run(ctx context.Context, msg ports.OutboxMessage) error {
+	c, err := s.claim(ctx, msg)
+	if err != nil || c.skip {
+		return err
+	}
+	log := s.log.With("payment_id", msg.PaymentID, "task_id", c.payment.TaskID, "step", msg.Step, "attempt", c.state.Attempt)
+
+	if c.reconcile {
+		done, err := s.reconcile(ctx, &c)
+		if err != nil {
+			return s.release(ctx, c, err)
+		}
+		if done {
+			return nil
+		}
+	}
+
+	outcome, err := s.call(ctx, c)
+	if err != nil {
+		log.WarnContext(ctx, "payment step failed, will retry", "error", err)
+		return s.release(ctx, c, err)
+	}
+	return s.record(ctx, c, outcome)
+}
+
+// claim locks the payment, decides whether the step is still needed and
+// takes its lease.
+func (s *Steps) claim(ctx context.Context, msg ports.OutboxMessage) (claim, error) {
+	c := claim{msg: msg}
+	err := s.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
+		c = claim{msg: msg}
+		p, err := tx.Payments().GetForUpdate(ctx, msg.PaymentID)
+		if err != nil {
+			return err
+		}
+		c.payment = p.Record()
+		st, err := tx.Payments().Step(ctx, msg.PaymentID, msg.Step)
+		if err != nil {
+			return err
+		}
+		c.state = st
+
+		needed, err := stepNeeded(msg.Step, c.payment, st)
+		if err != nil || !needed {
+			c.skip = err == nil
+			return err
+		}
+		now := s.clock.Now()
+		if st.LeaseUntil.After(now) {
+			return fmt.Errorf("%w: %s %s until %s", ErrStepBusy, msg.PaymentID, msg.Step, st.LeaseUntil.Format(time.RFC3339))
+		}
+		if msg.Step == domain.StepRelease && c.payment.StripePaymentIntentID == "" {
+			return s.releaseUnauthorized(ctx, tx, &c)
+		}
+
+		c.reconcile = st.Claimed
+		c.state.Claimed = true
+		c.state.LeaseUntil = now.Add(s.leaseTTL)
+		return tx.Payments().SaveStep(ctx, c.state)
+	})
+	return c, err
+}
+
+// stepNeeded reports whether a step still has work, given the payment's
+// confirmed state. A step whose turn has not come returns ErrStepNotReady.
+func stepNeeded(step domain.Step, p domain.PaymentRecord, st ports.StepState) (bool, error) {
+	if st.Done {
+		return false, nil
+	}
+	switch step {
+	case domain.StepAuthorize:
+		return p.Status == domain.PaymentAuthorizing, nil
+	case domain.StepCapture:
+		switch p.Status {
+		case domain.PaymentAuthorized:
+			return true, nil
+		case domain.PaymentAuthorizing, domain.PaymentRequiresCustomerAction:
+			return false, ErrStepNotReady
+		}
+		return false, nil
+	case domain.StepTransfer:
+		return p.Status == domain.PaymentCaptured && p.TransferFailedReason == "", nil
+	case domain.StepRelease:
+		switch p.Status {
+		case domain.PaymentAuthorized, domain.PaymentRequiresCustomerAction:
+			return true, nil
+		case domain.PaymentAuthorizing:
+			// The authorization must resolve first; until then the hold may
+			// or may not exist at Stripe.
+			return false, ErrStepNotReady
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("unknown payment step %q", step)
+}
+
+// releaseUnauthorized ends a payment that never reached Stripe: there is no
+// PaymentIntent to cancel and no hold in the ledger.
+func (s *Steps) releaseUnauthorized(ctx context.Context, tx ports.Tx, c *claim) error {
+	p := domain.UnmarshalPaymentFromDatabase(c.payment)
+	if err := p.MarkReleased("cancelled before authorization", s.clock.Now()); err != nil {
+		return err
+	}
+	if err := tx.Payments().Update(ctx, p); err != nil {
+		return err
+	}
+	c.state.Done = true
+	c.skip = true
+	return tx.Payments().SaveStep(ctx, c.state)
+}
+
+// release gives up the lease after a failed call so the relay can retry
+// soon, keeps the error for operators and returns cause.
+func (s *Steps) release(ctx context.Context, c claim, cause error) error {
+	err := s.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
+		st, err := tx.Payments().Step(ctx, c.msg.PaymentID, c.msg.Step)
+		if err != nil {
+			return err
+		}
+		st.LeaseUntil = time.Time{}
+		st.LastError = truncate(cause.Error(), 500)
+		return tx.Payments().SaveStep(ctx, st)
+	})
+	if err != nil {
+		return errors.Join(cause, fmt.Errorf("release step lease: %w", err))
+	}
+	return cause
+}
+
+// newAttempt stores the next attempt number after Stripe showed the last
+// attempt had no effect, so the next call uses a fresh idempotency key.
+func (s *Steps) newAttempt(ctx context.Context, c *claim) error {
+	return s.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
+		st, err := tx.Payments().Step(ctx, c.msg.PaymentID, c.msg.Step)
+		if err != nil {
+			return err
+		}
+		st.Attempt++
+		c.state = st
+		return tx.Payments().SaveStep(ctx, st)
+	})
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -46,7 +46,7 @@ func convertPaymentMethod(pm *stripego.PaymentMethod) domain.PaymentMethod {
 }
 
 // convertPaymentIntent reads the capture deadline only when latest_charge
-// was expanded; otherwise CaptureBefore stays zero.
+// was expanded. Otherwise CaptureBefore stays zero.
 func convertPaymentIntent(pi *stripego.PaymentIntent) ports.PaymentIntent {
 	out := ports.PaymentIntent{
 		ID:               pi.ID,

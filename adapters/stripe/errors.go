@@ -13,13 +13,13 @@ import (
 	"github.com/taskpod/billing/ports"
 )
 
-// exchange records what the last HTTP request of one gateway call got back.
-// stripe-go turns a response it cannot decode into an untyped error, so the
-// transport keeps the status here to tell a 502 from a proxy apart from a
-// lost connection.
+// exchange records the response to the last HTTP request of one gateway
+// call. stripe-go turns an undecodable response into an untyped error, so the
+// transport stores the status here to distinguish a proxy's 502 from a lost
+// connection.
 type exchange struct {
 	mu          sync.Mutex
-	status      int  // HTTP status of the last response; 0 when none arrived
+	status      int  // HTTP status of the last response, or 0 when none arrived
 	bodyFailed  bool // reading the last response body failed
 	requestSent bool
 }
@@ -84,8 +84,8 @@ func (b *recordingBody) Read(p []byte) (int, error) {
 }
 
 // toGatewayError classifies a failed stripe-go call. Stripe's error object
-// decides when one was returned; otherwise the recorded exchange tells an
-// HTTP failure from a transport failure.
+// decides when one was returned. Otherwise the recorded exchange
+// distinguishes an HTTP failure from a transport failure.
 func toGatewayError(err error, ex *exchange) *ports.GatewayError {
 	var ge *ports.GatewayError
 	if errors.As(err, &ge) {

@@ -89,8 +89,9 @@ func (g *Gateway) GetPaymentIntent(ctx context.Context, id string) (ports.Paymen
 
 // FindPaymentIntent pages through all of the customer's PaymentIntents,
 // newest first, and returns the newest whose metadata payment_id matches.
-// It lists rather than using Stripe's search API because search results lag
-// behind writes by up to a minute and emulators may not serve it.
+// It lists instead of using Stripe's search API, whose index lags behind
+// writes (under a minute normally and longer during outages, per Stripe's
+// search documentation) and which emulators may not serve.
 func (g *Gateway) FindPaymentIntent(ctx context.Context, customerID, paymentID string) (ports.PaymentIntent, bool, error) {
 	if err := requireValue("customer id", customerID); err != nil {
 		return ports.PaymentIntent{}, false, err

@@ -41,8 +41,8 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != latest {
-		t.Errorf("schema_migrations has %d rows, want %d", rows, latest)
+	if want := migrationCount(t); rows != want {
+		t.Errorf("schema_migrations has %d rows, want one per file (%d)", rows, want)
 	}
 	current, err := CurrentVersion(ctx, pool)
 	if err != nil {
@@ -51,6 +51,17 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	if current != latest {
 		t.Errorf("CurrentVersion = %d, want %d", current, latest)
 	}
+}
+
+// migrationCount returns the number of files in migrations.FS, which can
+// be more than the latest version when versions were skipped.
+func migrationCount(t *testing.T) int {
+	t.Helper()
+	files, err := readMigrations(migrations.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(files)
 }
 
 func TestMigrateConcurrently(t *testing.T) {
@@ -80,8 +91,8 @@ func TestMigrateConcurrently(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != LatestVersion(migrations.FS) {
-		t.Errorf("schema_migrations has %d rows, want one per file (%d)", rows, LatestVersion(migrations.FS))
+	if want := migrationCount(t); rows != want {
+		t.Errorf("schema_migrations has %d rows, want one per file (%d)", rows, want)
 	}
 }
 

@@ -149,6 +149,7 @@ func (g *Gateway) Capture(ctx context.Context, paymentIntentID string, amount in
 
 	captureCtx, ex := withExchange(ctx)
 	params := &stripego.PaymentIntentCaptureParams{AmountToCapture: stripego.Int64(amount)}
+	params.AddExpand("latest_charge")
 	params.Context = captureCtx
 	params.IdempotencyKey = stripego.String(idempotencyKey)
 

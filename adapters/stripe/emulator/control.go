@@ -23,6 +23,9 @@ func (e *Emulator) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_emulator/clock", e.getClock)
 	mux.HandleFunc("POST /_emulator/clock/advance", e.advanceClock)
 	mux.HandleFunc("POST /_emulator/reset", e.reset)
+	mux.HandleFunc("POST /_emulator/disputes", e.createDispute)
+	mux.HandleFunc("POST /_emulator/disputes/{id}/close", e.closeDispute)
+	mux.HandleFunc("POST /_emulator/connected-accounts/{acct}/insufficient-funds", e.setInsufficientFunds)
 }
 
 func controlError(w http.ResponseWriter, status int, message string) {

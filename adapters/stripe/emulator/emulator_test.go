@@ -955,3 +955,5 @@ func TestListPagination(t *testing.T) {
 		t.Errorf("pages = %v, want %v", got, want)
 	}
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }

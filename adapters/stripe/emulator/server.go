@@ -50,6 +50,13 @@ func (e *Emulator) apiRoutes() []route {
 		{"POST", "/v1/transfers", e.createTransfer},
 		{"GET", "/v1/transfers", e.listTransfers},
 		{"GET", "/v1/transfers/{id}", e.getTransfer},
+		{"POST", "/v1/transfers/{id}/reversals", e.createTransferReversal},
+		{"GET", "/v1/transfers/{id}/reversals", e.listTransferReversals},
+		{"GET", "/v1/transfers/{id}/reversals/{reversal}", e.getTransferReversal},
+
+		{"POST", "/v1/refunds", e.createRefund},
+		{"GET", "/v1/refunds", e.listRefunds},
+		{"GET", "/v1/refunds/{id}", e.getRefund},
 	}
 }
 

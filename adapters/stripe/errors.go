@@ -22,6 +22,10 @@ type exchange struct {
 	status      int  // HTTP status of the last response, or 0 when none arrived
 	bodyFailed  bool // reading the last response body failed
 	requestSent bool
+	// shouldRetry is the Stripe-Should-Retry response header. stripe-go v76
+	// retries when it is "true", and its source names lock timeouts as a
+	// case where Stripe sends that.
+	shouldRetry string
 }
 
 type exchangeKey struct{}
@@ -38,6 +42,15 @@ func (ex *exchange) snapshot() (status int, bodyFailed, requestSent bool) {
 	return ex.status, ex.bodyFailed, ex.requestSent
 }
 
+func (ex *exchange) stripeShouldRetry() bool {
+	if ex == nil {
+		return false
+	}
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.shouldRetry == "true"
+}
+
 // recordingTransport stores the status and body read errors of each
 // response in the exchange carried by the request's context, if any.
 type recordingTransport struct {
@@ -52,7 +65,7 @@ func (t *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	ex, _ := req.Context().Value(exchangeKey{}).(*exchange)
 	if ex != nil {
 		ex.mu.Lock()
-		ex.status, ex.bodyFailed, ex.requestSent = 0, false, true
+		ex.status, ex.bodyFailed, ex.requestSent, ex.shouldRetry = 0, false, true, ""
 		ex.mu.Unlock()
 	}
 
@@ -63,6 +76,7 @@ func (t *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error
 
 	ex.mu.Lock()
 	ex.status = resp.StatusCode
+	ex.shouldRetry = resp.Header.Get("Stripe-Should-Retry")
 	ex.mu.Unlock()
 	resp.Body = &recordingBody{ReadCloser: resp.Body, ex: ex}
 	return resp, nil
@@ -94,7 +108,14 @@ func toGatewayError(err error, ex *exchange) *ports.GatewayError {
 
 	var se *stripego.Error
 	if errors.As(err, &se) {
-		return fromStripeError(se)
+		ge := fromStripeError(se)
+		// Stripe marks some 4xx conflicts as safe to retry, for example a
+		// lock timeout. Their outcome is unknown like a 5xx's, so they must
+		// not count as final.
+		if ex.stripeShouldRetry() && (ge.Kind == ports.GatewayInvalidRequest || ge.Kind == ports.GatewayIdempotencyError) {
+			ge.Kind = ports.GatewayAPIError
+		}
+		return ge
 	}
 
 	status, bodyFailed, requestSent := 0, false, false
@@ -135,6 +156,10 @@ func fromStripeError(se *stripego.Error) *ports.GatewayError {
 	case se.HTTPStatusCode == http.StatusTooManyRequests || se.Code == stripego.ErrorCodeRateLimit:
 		ge.Kind = ports.GatewayRateLimited
 	case se.HTTPStatusCode >= 500:
+		ge.Kind = ports.GatewayAPIError
+	case se.Code == stripego.ErrorCodeIdempotencyKeyInUse:
+		// Another request with the same key is still running, so its
+		// result is unknown and a later retry replays it.
 		ge.Kind = ports.GatewayAPIError
 	case se.Type == stripego.ErrorTypeCard:
 		ge.Kind = ports.GatewayCardError

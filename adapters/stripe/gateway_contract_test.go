@@ -35,8 +35,8 @@ func TestMain(m *testing.M) {
 // go install puts it for root. STRIPE_MOCK_BIN overrides it.
 const stripeMockPath = "/root/go/bin/stripe-mock"
 
-// contractTestKey is a made-up test key. stripe-mock rejects a key that does
-// not look like one, and rejected sk_test_taskpod_contract for its underscores.
+// contractTestKey is a made-up test key. stripe-mock rejects keys that do not
+// look like test keys, and it rejected sk_test_taskpod_contract.
 const contractTestKey = "sk_test_TaskPodContract"
 
 // contractTarget describes the server a contract run talks to.

@@ -90,6 +90,7 @@ func TestGatewayErrorMapping(t *testing.T) {
 	cases := []struct {
 		name        string
 		status      int
+		shouldRetry string // Stripe-Should-Retry header, if any
 		body        string
 		kind        ports.GatewayErrorKind
 		code        string
@@ -121,6 +122,19 @@ func TestGatewayErrorMapping(t *testing.T) {
 			status: 400,
 			body:   `{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}`,
 			kind:   ports.GatewayIdempotencyError,
+		},
+		{
+			name:   "key in use by a running request",
+			status: 409,
+			body:   `{"error":{"type":"invalid_request_error","code":"idempotency_key_in_use","message":"There is currently another in-progress request using this key"}}`,
+			kind:   ports.GatewayAPIError, code: "idempotency_key_in_use",
+		},
+		{
+			name:        "conflict marked retryable",
+			status:      409,
+			shouldRetry: "true",
+			body:        `{"error":{"type":"invalid_request_error","code":"lock_timeout","message":"This object cannot be accessed right now"}}`,
+			kind:        ports.GatewayAPIError, code: "lock_timeout",
 		},
 		{
 			name:   "rate limit",
@@ -156,6 +170,9 @@ func TestGatewayErrorMapping(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := newFakeStripe(t, func(w http.ResponseWriter, r *http.Request) {
+				if tc.shouldRetry != "" {
+					w.Header().Set("Stripe-Should-Retry", tc.shouldRetry)
+				}
 				writeJSON(w, tc.status, tc.body)
 			})
 			_, err := fake.gateway(t).GetPaymentIntent(context.Background(), "pi_x")
@@ -556,5 +573,78 @@ func TestGetCaptureRejectsUncapturedIntent(t *testing.T) {
 	}
 	if n := len(fake.recorded()); n != 1 {
 		t.Errorf("server received %d requests, want 1 (no charge read)", n)
+	}
+}
+
+func TestListPaymentMethodsFollowsPages(t *testing.T) {
+	fake := newFakeStripe(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Form.Get("starting_after") == "" {
+			writeJSON(w, 200, `{"object":"list","url":"/v1/payment_methods","has_more":true,"data":[
+				{"id":"pm_a","object":"payment_method","type":"card","customer":"cus_1","created":1700000000,
+				 "card":{"brand":"visa","last4":"4242","exp_month":12,"exp_year":2031}}]}`)
+			return
+		}
+		writeJSON(w, 200, `{"object":"list","url":"/v1/payment_methods","has_more":false,"data":[
+			{"id":"pm_b","object":"payment_method","type":"card","customer":"cus_1",
+			 "card":{"brand":"mastercard","last4":"4444","exp_month":1,"exp_year":2032}}]}`)
+	})
+
+	methods, err := fake.gateway(t).ListPaymentMethods(context.Background(), "cus_1")
+	if err != nil {
+		t.Fatalf("ListPaymentMethods: %v", err)
+	}
+	want := []domain.PaymentMethod{
+		{ID: "pm_a", CustomerID: "cus_1", Brand: "visa", Last4: "4242", ExpMonth: 12, ExpYear: 2031,
+			CreatedAt: time.Unix(1700000000, 0).UTC()},
+		{ID: "pm_b", CustomerID: "cus_1", Brand: "mastercard", Last4: "4444", ExpMonth: 1, ExpYear: 2032},
+	}
+	if len(methods) != len(want) {
+		t.Fatalf("ListPaymentMethods returned %d cards, want %d: %+v", len(methods), len(want), methods)
+	}
+	for i := range want {
+		if methods[i] != want[i] {
+			t.Errorf("card %d = %+v, want %+v", i, methods[i], want[i])
+		}
+	}
+
+	reqs := fake.recorded()
+	if len(reqs) != 2 {
+		t.Fatalf("server received %d requests, want 2", len(reqs))
+	}
+	if got := reqs[0].Form.Get("type"); got != "card" {
+		t.Errorf("type = %q, want card", got)
+	}
+	if got := reqs[0].Form.Get("customer"); got != "cus_1" {
+		t.Errorf("customer = %q, want cus_1", got)
+	}
+	if got := reqs[1].Form.Get("starting_after"); got != "pm_a" {
+		t.Errorf("second page starting_after = %q, want pm_a", got)
+	}
+}
+
+func TestFindTransferMatchesMetadata(t *testing.T) {
+	fake := newFakeStripe(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Form.Get("starting_after") == "" {
+			writeJSON(w, 200, `{"object":"list","url":"/v1/transfers","has_more":true,"data":[
+				{"id":"tr_a","object":"transfer","amount":100,"metadata":{"payment_id":"pay_other"}}]}`)
+			return
+		}
+		writeJSON(w, 200, `{"object":"list","url":"/v1/transfers","has_more":false,"data":[
+			{"id":"tr_b","object":"transfer","amount":780,"metadata":{"payment_id":"pay_1"}}]}`)
+	})
+	gw := fake.gateway(t)
+
+	tr, found, err := gw.FindTransfer(context.Background(), "task_1", "pay_1")
+	if err != nil {
+		t.Fatalf("FindTransfer: %v", err)
+	}
+	if !found {
+		t.Fatal("found = false, want the transfer on the second page")
+	}
+	if tr != (ports.Transfer{ID: "tr_b", Amount: 780}) {
+		t.Errorf("FindTransfer = %+v, want tr_b for 780", tr)
+	}
+	if got := fake.recorded()[0].Form.Get("transfer_group"); got != "task_1" {
+		t.Errorf("transfer_group = %q, want task_1", got)
 	}
 }

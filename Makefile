@@ -1,0 +1,46 @@
+# Developer and CI entry points. `make run` starts the service with its
+# defaults; `make test` prepares what the tests need and runs them all.
+
+GO            ?= go
+GOBIN         := $(shell $(GO) env GOPATH)/bin
+STRIPE_MOCK   := $(GOBIN)/stripe-mock
+STRIPE_MOCK_VERSION := v0.203.0
+# Long chaos and crash runs: make test TEST_LONG=1
+TEST_LONG     ?=
+FUZZTIME      ?= 20s
+
+export STRIPE_MOCK_BIN := $(STRIPE_MOCK)
+export TEST_LONG
+
+.PHONY: run test deps postgres vet fuzz build
+
+run:
+	$(GO) run ./cmd/billingd serve
+
+build:
+	$(GO) build -o bin/billingd ./cmd/billingd
+
+test: deps vet
+	$(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) fuzz
+
+vet:
+	$(GO) vet ./...
+
+# Each fuzz target runs for FUZZTIME in CI; raise it for a long run.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME) ./adapters/http/
+
+deps: postgres $(STRIPE_MOCK)
+
+# Starts the local PostgreSQL cluster when it is down.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+		echo "starting PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	}
+	@pg_isready -h 127.0.0.1 -p 5432
+
+$(STRIPE_MOCK):
+	$(GO) install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)

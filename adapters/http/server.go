@@ -43,7 +43,8 @@ type nopObserver struct{}
 
 func (nopObserver) ObserveRequest(string, string, int, time.Duration) {}
 
-// Deps are the use cases and services the API serves.
+// Deps are the use cases and services the API serves. Each feature's
+// dependencies are declared next to its routes.
 type Deps struct {
 	Billing  *application.Billing
 	Tasks    *application.Tasks
@@ -54,6 +55,11 @@ type Deps struct {
 	Log      *slog.Logger
 	// Extra routes (health, metrics) mounted without authentication.
 	Extra map[string]http.Handler
+
+	Audit    AuditDeps
+	Webhooks WebhookDeps
+	Admin    AdminDeps
+	Contract ContractDeps
 }
 
 // Server routes API requests.
@@ -111,6 +117,10 @@ func (s *Server) routes() {
 	s.handle("PATCH /v1/agents/{id}", admin, s.updateAgent)
 
 	s.handle("GET /v1/ledger/entries", auditor, s.listLedgerEntries)
+
+	s.auditRoutes()
+	s.webhookRoutes()
+	s.adminRoutes()
 }
 
 // handle registers a route behind authentication and the role check.
@@ -129,6 +139,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := s.d.Log
 
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	handler := s.contractMiddleware(s.mux)
 	defer func() {
 		if p := recover(); p != nil {
 			log.ErrorContext(ctx, "handler panicked", "panic", p, "method", r.Method, "path", r.URL.Path)
@@ -145,7 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.InfoContext(ctx, "request", "method", r.Method, "route", route, "status", rec.status,
 			"duration_ms", elapsed.Milliseconds())
 	}()
-	s.mux.ServeHTTP(rec, r)
+	handler.ServeHTTP(rec, r)
 }
 
 func (s *Server) authenticate(allowed roles, next http.Handler) http.Handler {

@@ -41,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runEmulator()
 	case "token":
 		return tokenCommand(args, stdout)
+	case "ledger":
+		return ledgerCommand(args, stdout)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil
@@ -60,6 +62,7 @@ commands:
          [--expires-in DURATION]
   token revoke TOKEN_ID                   revoke a token
   token list                              list tokens (never the token values)
+  ledger verify                           recompute the ledger's hash chain and report the first broken link
 
 environment:`)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)

@@ -70,6 +70,10 @@ func serve() error {
 			newAPI,
 		),
 		emulatorModule,
+		ledgerModule,
+		webhookModule,
+		adminModule,
+		contractModule,
 		fx.Invoke(startRelay, startAPI),
 	)
 	if err := app.Err(); err != nil {
@@ -213,6 +217,11 @@ type apiParams struct {
 	Relay    *outbox.Relay
 	Health   *healthState
 	Log      *slog.Logger
+
+	Audit    apihttp.AuditDeps
+	Webhooks apihttp.WebhookDeps
+	Admin    apihttp.AdminDeps
+	Contract apihttp.ContractDeps
 }
 
 func newAPI(p apiParams) *http.Server {
@@ -220,6 +229,7 @@ func newAPI(p apiParams) *http.Server {
 	api := apihttp.NewServer(apihttp.Deps{
 		Billing: p.Billing, Tasks: p.Tasks, Agents: p.Agents, Ledger: p.Ledger,
 		Auth: tokenAuth{postgres.NewTokens(p.Pool)}, Observer: p.Metrics, Log: p.Log,
+		Audit: p.Audit, Webhooks: p.Webhooks, Admin: p.Admin, Contract: p.Contract,
 		Extra: map[string]http.Handler{
 			"GET /livez":   http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }),
 			"GET /readyz":  ready,

@@ -36,6 +36,10 @@ func NewLedgerReader(pool *pgxpool.Pool) *LedgerReader {
 // id, Before the entries just preceding it, still in ascending order.
 // hasMore reports more entries beyond the page in the direction of travel.
 // A limit of 0 means 50 and a limit above 500 is lowered to 500.
+//
+// Pending is the flag stored with the entry: the entries of a hold stay
+// pending after a capture or void resolves the hold, because ledger rows
+// never change. The resolving transaction is listed with its own entries.
 func (r *LedgerReader) Entries(ctx context.Context, f ports.LedgerEntryFilter, page ports.EntryPage) ([]ports.LedgerEntryView, bool, error) {
 	if page.After != 0 && page.Before != 0 {
 		return nil, false, domain.Invalid("before", "conflicting_cursors", "set at most one of after and before")

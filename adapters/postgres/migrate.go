@@ -169,6 +169,10 @@ func currentVersion(ctx context.Context, conn *pgx.Conn) (int, error) {
 // readiness check that compares it with CurrentVersion. It returns 0 when
 // fsys cannot be read or holds no valid migration, because Migrate reports
 // those problems at startup.
+//
+// NOTE: Migrate also applies a file numbered below an applied version, for
+// example 0003 added after 0005 ran. CurrentVersion does not show whether
+// such a file ran, so the readiness check can pass while it is missing.
 func LatestVersion(fsys fs.FS) int {
 	files, err := readMigrations(fsys)
 	if err != nil || len(files) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -39,7 +40,7 @@ func (r operationRepository) Begin(ctx context.Context, subject, kind string) (s
 		if err == nil {
 			return id, nil
 		}
-		if err != pgx.ErrNoRows {
+		if !errors.Is(err, pgx.ErrNoRows) {
 			return "", mapError(err, fmt.Sprintf("begin %s operation for %s", kind, subject))
 		}
 
@@ -49,7 +50,7 @@ func (r operationRepository) Begin(ctx context.Context, subject, kind string) (s
 		if err == nil {
 			return id, nil
 		}
-		if err != pgx.ErrNoRows {
+		if !errors.Is(err, pgx.ErrNoRows) {
 			return "", mapError(err, fmt.Sprintf("read open %s operation for %s", kind, subject))
 		}
 	}

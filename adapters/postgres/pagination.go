@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -71,7 +72,7 @@ func listPage[T any](ctx context.Context, tx pgx.Tx, list keysetList, page ports
 	}
 	if cursorID != "" {
 		createdAt, err := cursorPosition(ctx, tx, list, cursorID)
-		if err == pgx.ErrNoRows {
+		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, false, domain.Invalid(cursorField, "invalid_cursor",
 				"%s %q is not the id of an item in this list; pass an id from the previous page", cursorField, cursorID)
 		}

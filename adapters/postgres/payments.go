@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -158,7 +159,7 @@ func (r paymentRepository) Step(ctx context.Context, paymentID string, step doma
 		SELECT attempt, claimed, lease_until, done, last_error
 		  FROM payment_steps WHERE payment_id = $1 AND step = $2`,
 		paymentID, string(step)).Scan(&s.Attempt, &s.Claimed, &leaseUntil, &s.Done, &s.LastError)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		s.Attempt = 1
 		return s, nil
 	}

@@ -26,6 +26,11 @@ func (e *Emulator) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /_emulator/disputes", e.createDispute)
 	mux.HandleFunc("POST /_emulator/disputes/{id}/close", e.closeDispute)
 	mux.HandleFunc("POST /_emulator/connected-accounts/{acct}/insufficient-funds", e.setInsufficientFunds)
+	mux.HandleFunc("POST /_emulator/webhooks/mode", e.setWebhookMode)
+	mux.HandleFunc("POST /_emulator/webhooks/pause", e.pauseWebhooks)
+	mux.HandleFunc("POST /_emulator/webhooks/resume", e.resumeWebhooks)
+	mux.HandleFunc("POST /_emulator/webhooks/flush", e.flushWebhooks)
+	mux.HandleFunc("GET /_emulator/events", e.listEvents)
 }
 
 func controlError(w http.ResponseWriter, status int, message string) {

@@ -155,8 +155,10 @@ var schemaStatements = []string{
 		delivered       boolean NOT NULL DEFAULT false,
 		attempts        int NOT NULL DEFAULT 0,
 		next_attempt_at timestamptz NOT NULL DEFAULT now(),
-		last_error      text
+		last_error      text,
+		gave_up         boolean NOT NULL DEFAULT false
 	)`,
+	`ALTER TABLE stripe_emulator.events ADD COLUMN IF NOT EXISTS gave_up boolean NOT NULL DEFAULT false`,
 	`CREATE INDEX IF NOT EXISTS events_pending ON stripe_emulator.events (seq) WHERE NOT delivered`,
 }
 

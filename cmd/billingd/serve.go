@@ -74,6 +74,7 @@ func serve() error {
 		webhookModule,
 		adminModule,
 		contractModule,
+		opsModule,
 		fx.Invoke(startRelay, startAPI),
 	)
 	if err := app.Err(); err != nil {

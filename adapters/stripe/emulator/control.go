@@ -76,7 +76,7 @@ func (e *Emulator) clearFaults(w http.ResponseWriter, r *http.Request) {
 // accepts as equality filters besides type.
 var objectFilterFields = []string{
 	"customer", "payment_intent", "charge", "payment_method", "source_transaction",
-	"transfer", "transfer_group", "destination", "status",
+	"transfer", "transfer_group", "destination", "status", "source",
 }
 
 // listObjectsControl returns every stored object of one type, oldest first:
@@ -86,6 +86,10 @@ func (e *Emulator) listObjectsControl(w http.ResponseWriter, r *http.Request) {
 	typ := q.Get("type")
 	if typ == "" {
 		controlError(w, http.StatusBadRequest, "query parameter type is required, for example type=payment_intent")
+		return
+	}
+	if err := e.expireAuthorizations(r.Context()); err != nil {
+		controlError(w, http.StatusInternalServerError, "expire authorizations: "+err.Error())
 		return
 	}
 	where := []string{"type = $1"}

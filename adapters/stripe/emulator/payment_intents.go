@@ -36,6 +36,8 @@ var paymentIntentCreateParams = []string{
 	"metadata", "transfer_group", "payment_method_types", "description", "statement_descriptor",
 	"statement_descriptor_suffix", "receipt_email", "setup_future_usage", "payment_method_options",
 	"confirmation_method", "return_url", "error_on_requires_action", "use_stripe_sdk", "mandate_data",
+	// Accepted and ignored: the emulator offers only cards.
+	"automatic_payment_methods",
 }
 
 func (e *Emulator) createPaymentIntent(c *call) (any, error) {

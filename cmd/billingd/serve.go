@@ -270,8 +270,10 @@ func readyHandler(pool *pgxpool.Pool, relay *outbox.Relay, health *healthState) 
 			problem = "not started or shutting down"
 		case err != nil:
 			problem = "database unreachable"
-		case version != latest:
-			problem = fmt.Sprintf("database at migration %d, expected %d", version, latest)
+		case version < latest:
+			// A newer schema is fine: migrations only add, and an older
+			// binary may run beside a newer one during a rollout.
+			problem = fmt.Sprintf("database at migration %d, this binary needs %d", version, latest)
 		case !relay.Running():
 			problem = "outbox relay not running"
 		}

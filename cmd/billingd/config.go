@@ -25,6 +25,9 @@ type Config struct {
 	LogLevel            string
 	ShutdownTimeout     time.Duration
 	OutboxMaxAttempts   int
+	OutboxBaseBackoff   time.Duration
+	OutboxMaxBackoff    time.Duration
+	StripeTimeout       time.Duration
 }
 
 // Emulated reports whether Stripe is the built-in emulator.
@@ -54,6 +57,9 @@ var envSpecs = []envSpec{
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"SHUTDOWN_TIMEOUT", "30s", "time allowed for a graceful stop"},
 	{"OUTBOX_MAX_ATTEMPTS", "12", "relay attempts before a message is quarantined"},
+	{"OUTBOX_BASE_BACKOFF", "1s", "relay wait after a step's first failure; it doubles per failure up to OUTBOX_MAX_BACKOFF"},
+	{"OUTBOX_MAX_BACKOFF", "5m", "longest relay wait between two attempts of a step"},
+	{"STRIPE_TIMEOUT", "30s", "time allowed for one Stripe request; a money step's lease lasts twice as long"},
 }
 
 func env(name string) string {
@@ -138,6 +144,15 @@ func LoadConfig() (Config, error) {
 	}
 	if c.OutboxMaxAttempts, err = strconv.Atoi(env("OUTBOX_MAX_ATTEMPTS")); err != nil || c.OutboxMaxAttempts < 1 {
 		return c, fmt.Errorf("OUTBOX_MAX_ATTEMPTS must be a positive integer")
+	}
+	if c.OutboxBaseBackoff, err = time.ParseDuration(env("OUTBOX_BASE_BACKOFF")); err != nil || c.OutboxBaseBackoff <= 0 {
+		return c, fmt.Errorf("OUTBOX_BASE_BACKOFF must be a positive duration such as 1s")
+	}
+	if c.OutboxMaxBackoff, err = time.ParseDuration(env("OUTBOX_MAX_BACKOFF")); err != nil || c.OutboxMaxBackoff < c.OutboxBaseBackoff {
+		return c, fmt.Errorf("OUTBOX_MAX_BACKOFF must be a duration such as 5m, at least OUTBOX_BASE_BACKOFF (%s)", c.OutboxBaseBackoff)
+	}
+	if c.StripeTimeout, err = time.ParseDuration(env("STRIPE_TIMEOUT")); err != nil || c.StripeTimeout <= 0 {
+		return c, fmt.Errorf("STRIPE_TIMEOUT must be a positive duration such as 30s")
 	}
 	return c, nil
 }

@@ -140,7 +140,8 @@ func newGateway(cfg Config, reg prometheus.Registerer, log *slog.Logger, _ emula
 	if cfg.Emulated() {
 		key = emulatorSecretKey
 	}
-	gw, err := stripe.New(stripe.Config{SecretKey: key, APIBase: cfg.StripeAPIBase, Logger: log})
+	gw, err := stripe.New(stripe.Config{SecretKey: key, APIBase: cfg.StripeAPIBase, Logger: log,
+		HTTPClient: &http.Client{Timeout: cfg.StripeTimeout}})
 	if err != nil {
 		return nil, fmt.Errorf("STRIPE_SECRET_KEY/STRIPE_API_BASE: %w", err)
 	}
@@ -151,10 +152,10 @@ func newStore(pool *pgxpool.Pool) ports.Store {
 	return postgres.NewStore(pool, outbox.NewTxOutbox)
 }
 
-func newSteps(store ports.Store, gw ports.PaymentGateway, clock ports.Clock, ids ports.IDGenerator, m *metrics.Metrics, log *slog.Logger) *application.Steps {
-	// The lease outlives the gateway's 30 s request timeout, so it only
-	// expires after the request that took it has ended.
-	return application.NewSteps(store, gw, clock, ids, m, application.StepsConfig{LeaseTTL: 2 * stripe.DefaultTimeout}, log)
+func newSteps(store ports.Store, gw ports.PaymentGateway, clock ports.Clock, ids ports.IDGenerator, m *metrics.Metrics, cfg Config, log *slog.Logger) *application.Steps {
+	// The lease outlives the gateway's request timeout (STRIPE_TIMEOUT), so
+	// it only expires after the request that took it has ended.
+	return application.NewSteps(store, gw, clock, ids, m, application.StepsConfig{LeaseTTL: 2 * cfg.StripeTimeout}, log)
 }
 
 func newTasks(store ports.Store, billing *application.Billing, steps *application.Steps, clock ports.Clock, ids ports.IDGenerator, cfg Config, log *slog.Logger) *application.Tasks {
@@ -166,7 +167,9 @@ func newAgents(store ports.Store, clock ports.Clock, ids ports.IDGenerator, cfg 
 }
 
 func newRelay(pool *pgxpool.Pool, steps *application.Steps, cfg Config, m *metrics.Metrics, log *slog.Logger) (*outbox.Relay, error) {
-	return outbox.NewRelay(pool, steps, outbox.RelayConfig{MaxAttempts: cfg.OutboxMaxAttempts}, m, log)
+	return outbox.NewRelay(pool, steps, outbox.RelayConfig{
+		MaxAttempts: cfg.OutboxMaxAttempts, BaseBackoff: cfg.OutboxBaseBackoff, MaxBackoff: cfg.OutboxMaxBackoff,
+	}, m, log)
 }
 
 // startRelay runs the relay for the life of the application. On stop the

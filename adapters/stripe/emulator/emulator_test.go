@@ -642,8 +642,8 @@ func TestTransferFromCharge(t *testing.T) {
 		t.Errorf("transfer of the remaining 1000: %v", err)
 	}
 	_, err = newTransfer(1, "acct_invalid")
-	if se := stripeError(t, err); se.HTTPStatusCode != 404 && se.HTTPStatusCode != 400 || se.Code != stripe.ErrorCodeResourceMissing || se.Param != "destination" {
-		t.Errorf("invalid destination: %d %s param %s, want resource_missing param destination", se.HTTPStatusCode, se.Code, se.Param)
+	if se := stripeError(t, err); se.HTTPStatusCode != 400 || se.Code != stripe.ErrorCodeResourceMissing || se.Param != "destination" {
+		t.Errorf("invalid destination: %d %s param %s, want 400 resource_missing param destination", se.HTTPStatusCode, se.Code, se.Param)
 	}
 
 	iter := h.sc.Transfers.List(&stripe.TransferListParams{TransferGroup: stripe.String("task_1")})

@@ -158,17 +158,26 @@ func (e *Emulator) detachPaymentMethod(c *call) (any, error) {
 	if err := c.p.checkKnown(); err != nil {
 		return nil, err
 	}
+	// Lock the customer before the payment method, in the same order as a
+	// customer update that attaches one, so the two cannot deadlock.
 	pm := &paymentMethod{}
+	if err := c.mustLoad(c.pathID(), "payment_method", "payment_method", pm, false); err != nil {
+		return nil, err
+	}
+	cus := &customer{}
+	found := false
+	if pm.Customer != nil {
+		var err error
+		if found, err = c.load(*pm.Customer, "customer", cus, true); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.mustLoad(c.pathID(), "payment_method", "payment_method", pm, true); err != nil {
 		return nil, err
 	}
-	if pm.Customer == nil {
+	if pm.Customer == nil || !found || *pm.Customer != cus.ID {
+		// Never attached, or detached or moved by a concurrent request.
 		return nil, invalidRequest("", "payment_method", "The payment method you provided is not attached to a customer so detachment is impossible.")
-	}
-	cus := &customer{}
-	found, err := c.load(*pm.Customer, "customer", cus, true)
-	if err != nil {
-		return nil, err
 	}
 	if found && cus.InvoiceSettings.DefaultPaymentMethod != nil && *cus.InvoiceSettings.DefaultPaymentMethod == pm.ID {
 		cus.InvoiceSettings.DefaultPaymentMethod = nil

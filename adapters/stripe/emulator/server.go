@@ -231,6 +231,7 @@ func (e *Emulator) execute(ctx context.Context, rt route, r *http.Request, apiKe
 	res, err := e.runHandler(c, rt)
 	if err != nil {
 		res = e.internalError(err, rt.method+" "+rt.pattern)
+		tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // the request already failed
 		if idem != nil {
 			// The failed transaction is gone; the 500 is stored on its own,
 			// so a retry under the same key replays it as Stripe does.

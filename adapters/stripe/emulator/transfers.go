@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 )
 
@@ -42,7 +43,11 @@ func (e *Emulator) createTransfer(c *call) (any, error) {
 		return nil, missingParam("destination")
 	}
 	if !strings.HasPrefix(destination, "acct_") || destination == invalidDestination {
-		return nil, notFound("destination", destination, "destination")
+		// An unknown destination is an invalid parameter (400), unlike an
+		// unknown id in the path (404).
+		err := notFound("destination", destination, "destination")
+		err.status = http.StatusBadRequest
+		return nil, err
 	}
 
 	tr := &transfer{

@@ -54,10 +54,10 @@ func (rc *receiver) types() []string {
 	return out
 }
 
-// waitFor polls until cond holds or a few seconds pass.
+// waitFor polls until cond holds or 10 seconds pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -151,6 +151,11 @@ func MulRateHalfUp(amount, numerator, denominator int64) (int64, error) {
 		return 0, fmt.Errorf("invalid operands %d × %d ÷ %d", amount, numerator, denominator)
 	}
 	q, r := mulDiv128(uint64(amount), uint64(numerator), uint64(denominator))
+	// A quotient of 2^64-1 would wrap to zero when rounded up, so overflow
+	// is checked before rounding as well as after.
+	if q > math.MaxInt64 {
+		return 0, ErrAmountOverflow
+	}
 	if 2*r >= uint64(denominator) {
 		q++
 	}

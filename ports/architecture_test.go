@@ -30,7 +30,7 @@ var ioLibraries = []string{
 	"github.com/prometheus",
 }
 
-// layerRule says which packages of this module a layer may import and
+// layerRule lists the packages of this module a layer may import and
 // whether the I/O libraries are off limits for it.
 type layerRule struct {
 	layer     string

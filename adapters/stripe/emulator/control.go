@@ -3,7 +3,9 @@ package emulator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -38,10 +40,10 @@ func controlError(w http.ResponseWriter, status int, message string) {
 }
 
 // decodeControlBody reads a JSON body into dst; an empty body leaves dst as is.
-func decodeControlBody(r *http.Request, dst any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+func decodeControlBody(w http.ResponseWriter, r *http.Request, dst any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil && err.Error() != "EOF" {
+	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("invalid JSON body: %w", err)
 	}
 	return nil
@@ -49,7 +51,7 @@ func decodeControlBody(r *http.Request, dst any) error {
 
 func (e *Emulator) addFault(w http.ResponseWriter, r *http.Request) {
 	var rule faultRule
-	if err := decodeControlBody(r, &rule); err != nil {
+	if err := decodeControlBody(w, r, &rule); err != nil {
 		controlError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -213,7 +215,7 @@ func (e *Emulator) advanceClock(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Seconds int64 `json:"seconds"`
 	}
-	if err := decodeControlBody(r, &body); err != nil {
+	if err := decodeControlBody(w, r, &body); err != nil {
 		controlError(w, http.StatusBadRequest, err.Error())
 		return
 	}

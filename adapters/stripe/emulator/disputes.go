@@ -70,7 +70,7 @@ func (e *Emulator) createDispute(w http.ResponseWriter, r *http.Request) {
 		Amount int64  `json:"amount"`
 		Reason string `json:"reason"`
 	}
-	if err := decodeControlBody(r, &body); err != nil {
+	if err := decodeControlBody(w, r, &body); err != nil {
 		controlError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -157,7 +157,7 @@ func (e *Emulator) closeDispute(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Status string `json:"status"`
 	}
-	if err := decodeControlBody(r, &body); err != nil {
+	if err := decodeControlBody(w, r, &body); err != nil {
 		controlError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -214,7 +214,7 @@ func (e *Emulator) setInsufficientFunds(w http.ResponseWriter, r *http.Request) 
 	var body struct {
 		Enabled bool `json:"enabled"`
 	}
-	if err := decodeControlBody(r, &body); err != nil {
+	if err := decodeControlBody(w, r, &body); err != nil {
 		controlError(w, http.StatusBadRequest, err.Error())
 		return
 	}

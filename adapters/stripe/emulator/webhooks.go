@@ -351,7 +351,7 @@ func (e *Emulator) sendEvent(ctx context.Context, body []byte) error {
 
 func (e *Emulator) setWebhookMode(w http.ResponseWriter, r *http.Request) {
 	var mode webhookMode
-	if err := decodeControlBody(r, &mode); err != nil {
+	if err := decodeControlBody(w, r, &mode); err != nil {
 		controlError(w, http.StatusBadRequest, err.Error())
 		return
 	}

@@ -215,6 +215,17 @@ func (p *Payment) MarkTransferFailed(reason string, now time.Time) error {
 	return nil
 }
 
+// RetryTransfer clears a failed transfer's reason so the transfer step can
+// run again. Only a captured payment whose transfer failed may retry.
+func (p *Payment) RetryTransfer(now time.Time) error {
+	if p.r.Status != PaymentCaptured || p.r.TransferFailedReason == "" {
+		return &TransitionError{Entity: "payment " + p.r.ID, From: string(p.r.Status), To: "transfer_retry"}
+	}
+	p.r.TransferFailedReason = ""
+	p.r.UpdatedAt = now
+	return nil
+}
+
 // MarkReleased records that the hold was cancelled at Stripe, or that no hold
 // was ever placed.
 func (p *Payment) MarkReleased(reason string, now time.Time) error {

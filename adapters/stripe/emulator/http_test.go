@@ -150,3 +150,37 @@ func TestNewIsSafeConcurrently(t *testing.T) {
 		}
 	}
 }
+
+func TestPublishableKeyConfirmsWithClientSecret(t *testing.T) {
+	h := newHarness(t, emulator.Config{})
+	status, _, pi := h.post("/v1/payment_intents", "amount=900&currency=usd&capture_method=manual")
+	if status != 200 {
+		t.Fatalf("create payment intent: %d %v", status, pi)
+	}
+	id, secret := pi["id"].(string), pi["client_secret"].(string)
+
+	withKey := func(method, path, form, key string) (int, map[string]any) {
+		req, err := http.NewRequest(method, h.srv.URL+path, strings.NewReader(form))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		status, _, body := h.do(req)
+		return status, body
+	}
+
+	if status, body := withKey("POST", "/v1/payment_intents", "amount=900&currency=usd", "pk_test_x"); status != 401 {
+		t.Errorf("create with a publishable key: %d %v, want 401", status, body)
+	}
+	if status, body := withKey("POST", "/v1/payment_intents/"+id+"/confirm", "payment_method=pm_card_visa&client_secret=wrong", "pk_test_x"); status != 400 {
+		t.Errorf("confirm with a wrong client_secret: %d %v, want 400", status, body)
+	}
+	status, body := withKey("POST", "/v1/payment_intents/"+id+"/confirm", "payment_method=pm_card_visa&client_secret="+url.QueryEscape(secret), "pk_test_x")
+	if status != 200 || body["status"] != "requires_capture" {
+		t.Errorf("confirm with the client_secret: %d %v, want requires_capture", status, body)
+	}
+	if status, body := withKey("GET", "/v1/payment_intents/"+id+"?client_secret="+url.QueryEscape(secret), "", "pk_test_x"); status != 200 || body["id"] != id {
+		t.Errorf("get with the client_secret: %d %v", status, body)
+	}
+}

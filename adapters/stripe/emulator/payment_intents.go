@@ -154,7 +154,10 @@ func (e *Emulator) getPaymentIntent(c *call) (any, error) {
 		return nil, err
 	}
 	pi := &paymentIntent{}
-	return pi, c.mustLoad(c.pathID(), "payment_intent", "intent", pi, false)
+	if err := c.mustLoad(c.pathID(), "payment_intent", "intent", pi, false); err != nil {
+		return nil, err
+	}
+	return pi, c.checkClientSecret("PaymentIntent", pi.ClientSecret)
 }
 
 // listPaymentIntents serves GET /v1/payment_intents, newest first.
@@ -183,6 +186,9 @@ func (e *Emulator) confirmPaymentIntentRoute(c *call) (any, error) {
 	if err := c.mustLoad(c.pathID(), "payment_intent", "intent", pi, true); err != nil {
 		return nil, err
 	}
+	if err := c.checkClientSecret("PaymentIntent", pi.ClientSecret); err != nil {
+		return nil, err
+	}
 	if method, err := c.p.str("capture_method"); err != nil {
 		return nil, err
 	} else if method != "" {
@@ -194,6 +200,9 @@ func (e *Emulator) confirmPaymentIntentRoute(c *call) (any, error) {
 	offSession, err := c.p.bool("off_session")
 	if err != nil {
 		return nil, err
+	}
+	if offSession && c.publishable {
+		return nil, invalidParam("off_session", "off_session requires a secret key; a publishable key confirms on session.")
 	}
 	pmArg, err := c.p.str("payment_method")
 	if err != nil {

@@ -19,44 +19,47 @@ type route struct {
 	method  string
 	pattern string
 	handle  func(*call) (any, error)
+	// publishable allows a pk_test_ key, as Stripe.js uses to read and
+	// confirm an intent with its client_secret.
+	publishable bool
 }
 
 func (e *Emulator) apiRoutes() []route {
 	return []route{
-		{"POST", "/v1/customers", e.createCustomer},
-		{"GET", "/v1/customers/{id}", e.getCustomer},
-		{"POST", "/v1/customers/{id}", e.updateCustomer},
-		{"GET", "/v1/customers/{id}/payment_methods", e.listCustomerPaymentMethods},
+		{"POST", "/v1/customers", e.createCustomer, false},
+		{"GET", "/v1/customers/{id}", e.getCustomer, false},
+		{"POST", "/v1/customers/{id}", e.updateCustomer, false},
+		{"GET", "/v1/customers/{id}/payment_methods", e.listCustomerPaymentMethods, false},
 
-		{"POST", "/v1/setup_intents", e.createSetupIntent},
-		{"GET", "/v1/setup_intents/{id}", e.getSetupIntent},
-		{"POST", "/v1/setup_intents/{id}/confirm", e.confirmSetupIntent},
+		{"POST", "/v1/setup_intents", e.createSetupIntent, false},
+		{"GET", "/v1/setup_intents/{id}", e.getSetupIntent, true},
+		{"POST", "/v1/setup_intents/{id}/confirm", e.confirmSetupIntent, true},
 
-		{"GET", "/v1/payment_methods", e.listPaymentMethods},
-		{"GET", "/v1/payment_methods/{id}", e.getPaymentMethod},
-		{"POST", "/v1/payment_methods/{id}/attach", e.attachPaymentMethod},
-		{"POST", "/v1/payment_methods/{id}/detach", e.detachPaymentMethod},
+		{"GET", "/v1/payment_methods", e.listPaymentMethods, false},
+		{"GET", "/v1/payment_methods/{id}", e.getPaymentMethod, false},
+		{"POST", "/v1/payment_methods/{id}/attach", e.attachPaymentMethod, false},
+		{"POST", "/v1/payment_methods/{id}/detach", e.detachPaymentMethod, false},
 
-		{"POST", "/v1/payment_intents", e.createPaymentIntent},
-		{"GET", "/v1/payment_intents", e.listPaymentIntents},
-		{"GET", "/v1/payment_intents/{id}", e.getPaymentIntent},
-		{"POST", "/v1/payment_intents/{id}/confirm", e.confirmPaymentIntentRoute},
-		{"POST", "/v1/payment_intents/{id}/capture", e.capturePaymentIntent},
-		{"POST", "/v1/payment_intents/{id}/cancel", e.cancelPaymentIntentRoute},
+		{"POST", "/v1/payment_intents", e.createPaymentIntent, false},
+		{"GET", "/v1/payment_intents", e.listPaymentIntents, false},
+		{"GET", "/v1/payment_intents/{id}", e.getPaymentIntent, true},
+		{"POST", "/v1/payment_intents/{id}/confirm", e.confirmPaymentIntentRoute, true},
+		{"POST", "/v1/payment_intents/{id}/capture", e.capturePaymentIntent, false},
+		{"POST", "/v1/payment_intents/{id}/cancel", e.cancelPaymentIntentRoute, false},
 
-		{"GET", "/v1/charges/{id}", e.getCharge},
-		{"GET", "/v1/balance_transactions/{id}", e.getBalanceTransaction},
+		{"GET", "/v1/charges/{id}", e.getCharge, false},
+		{"GET", "/v1/balance_transactions/{id}", e.getBalanceTransaction, false},
 
-		{"POST", "/v1/transfers", e.createTransfer},
-		{"GET", "/v1/transfers", e.listTransfers},
-		{"GET", "/v1/transfers/{id}", e.getTransfer},
-		{"POST", "/v1/transfers/{id}/reversals", e.createTransferReversal},
-		{"GET", "/v1/transfers/{id}/reversals", e.listTransferReversals},
-		{"GET", "/v1/transfers/{id}/reversals/{reversal}", e.getTransferReversal},
+		{"POST", "/v1/transfers", e.createTransfer, false},
+		{"GET", "/v1/transfers", e.listTransfers, false},
+		{"GET", "/v1/transfers/{id}", e.getTransfer, false},
+		{"POST", "/v1/transfers/{id}/reversals", e.createTransferReversal, false},
+		{"GET", "/v1/transfers/{id}/reversals", e.listTransferReversals, false},
+		{"GET", "/v1/transfers/{id}/reversals/{reversal}", e.getTransferReversal, false},
 
-		{"POST", "/v1/refunds", e.createRefund},
-		{"GET", "/v1/refunds", e.listRefunds},
-		{"GET", "/v1/refunds/{id}", e.getRefund},
+		{"POST", "/v1/refunds", e.createRefund, false},
+		{"GET", "/v1/refunds", e.listRefunds, false},
+		{"GET", "/v1/refunds/{id}", e.getRefund, false},
 	}
 }
 
@@ -79,19 +82,23 @@ func (e *Emulator) routes() *http.ServeMux {
 
 // apiKeyOf returns the secret key of "Authorization: Bearer sk_test_...".
 func apiKeyOf(r *http.Request) (string, bool) {
+	key := bearerKey(r)
+	return key, strings.HasPrefix(key, "sk_test_")
+}
+
+func bearerKey(r *http.Request) string {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	key = strings.TrimSpace(key)
-	if !ok || !strings.HasPrefix(key, "sk_test_") {
-		return "", false
+	if !ok {
+		return ""
 	}
-	return key, true
+	return strings.TrimSpace(key)
 }
 
 func unauthorized() *apiError {
 	return &apiError{
 		status:  http.StatusUnauthorized,
 		Type:    errorTypeInvalidRequest,
-		Message: "Invalid API Key provided. The Stripe emulator accepts any test secret key that starts with sk_test_, sent as 'Authorization: Bearer sk_test_...'.",
+		Message: "Invalid API Key provided. The Stripe emulator accepts any test secret key that starts with sk_test_, sent as 'Authorization: Bearer sk_test_...'. A pk_test_ key with client_secret may only read and confirm PaymentIntents and SetupIntents.",
 	}
 }
 
@@ -109,6 +116,10 @@ type response struct {
 func (e *Emulator) apiHandler(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apiKey, ok := apiKeyOf(r)
+		publishable := false
+		if !ok && rt.publishable && strings.HasPrefix(bearerKey(r), "pk_test_") {
+			apiKey, ok, publishable = bearerKey(r), true, true
+		}
 		if !ok {
 			writeJSON(w, http.StatusUnauthorized, errorBody(unauthorized()), nil)
 			return
@@ -138,7 +149,7 @@ func (e *Emulator) apiHandler(rt route) http.Handler {
 			e.log.Error("expire authorizations failed", "error", err)
 		}
 
-		res := e.execute(ctx, rt, r, apiKey, p, values, fault)
+		res := e.execute(ctx, rt, r, apiKey, publishable, p, values, fault)
 		if fault.drop {
 			e.log.Info("fault injection dropped a response", "method", r.Method, "path", r.URL.Path, "fault_id", fault.id, "status", res.status)
 			dropConnection(w)
@@ -178,7 +189,7 @@ func requestValues(r *http.Request) (url.Values, error) {
 // execute runs one request in one transaction: the idempotency lookup, the
 // injected fault or the handler, the stored response and the counters
 // commit together.
-func (e *Emulator) execute(ctx context.Context, rt route, r *http.Request, apiKey string, p *params, values url.Values, fault faultOutcome) response {
+func (e *Emulator) execute(ctx context.Context, rt route, r *http.Request, apiKey string, publishable bool, p *params, values url.Values, fault faultOutcome) response {
 	tx, err := e.pool.Begin(ctx)
 	if err != nil {
 		return e.internalError(err, "begin transaction")
@@ -227,7 +238,7 @@ func (e *Emulator) execute(ctx context.Context, rt route, r *http.Request, apiKe
 		return res
 	}
 
-	c := &call{ctx: ctx, e: e, tx: tx, now: now, p: p, r: r}
+	c := &call{ctx: ctx, e: e, tx: tx, now: now, p: p, r: r, publishable: publishable}
 	res, err := e.runHandler(c, rt)
 	if err != nil {
 		res = e.internalError(err, rt.method+" "+rt.pattern)

@@ -98,7 +98,10 @@ func (e *Emulator) getSetupIntent(c *call) (any, error) {
 		return nil, err
 	}
 	si := &setupIntent{}
-	return si, c.mustLoad(c.pathID(), "setup_intent", "intent", si, false)
+	if err := c.mustLoad(c.pathID(), "setup_intent", "intent", si, false); err != nil {
+		return nil, err
+	}
+	return si, c.checkClientSecret("SetupIntent", si.ClientSecret)
 }
 
 func (e *Emulator) confirmSetupIntent(c *call) (any, error) {
@@ -107,6 +110,9 @@ func (e *Emulator) confirmSetupIntent(c *call) (any, error) {
 	}
 	si := &setupIntent{}
 	if err := c.mustLoad(c.pathID(), "setup_intent", "intent", si, true); err != nil {
+		return nil, err
+	}
+	if err := c.checkClientSecret("SetupIntent", si.ClientSecret); err != nil {
 		return nil, err
 	}
 	pmArg, err := c.p.str("payment_method")

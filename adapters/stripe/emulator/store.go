@@ -53,6 +53,28 @@ type call struct {
 	p      *params
 	r      *http.Request
 	events []pendingEvent
+	// publishable marks a pk_test_ key, which must prove the intent's
+	// client_secret.
+	publishable bool
+}
+
+// checkClientSecret rejects a publishable-key request whose client_secret
+// parameter does not match the intent's. Secret-key requests need none.
+func (c *call) checkClientSecret(objectType, want string) error {
+	if !c.publishable {
+		return nil
+	}
+	got, err := c.p.str("client_secret")
+	if err != nil {
+		return err
+	}
+	if got == "" {
+		return missingParam("client_secret")
+	}
+	if got != want {
+		return invalidParam("client_secret", "The client_secret provided does not match the client_secret associated with the "+objectType+".")
+	}
+	return nil
 }
 
 func (c *call) pathID() string {

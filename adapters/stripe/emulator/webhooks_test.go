@@ -157,7 +157,11 @@ func TestWebhookRetriesFailedDelivery(t *testing.T) {
 			Attempts  int    `json:"attempts"`
 		} `json:"data"`
 	}
-	h.control("GET", "/_emulator/events", nil, &listed)
+	// The worker records the delivery after the endpoint has responded.
+	waitFor(t, "the delivery to be recorded", func() bool {
+		h.control("GET", "/_emulator/events", nil, &listed)
+		return len(listed.Data) == 1 && listed.Data[0].Delivered
+	})
 	if len(listed.Data) != 1 || !listed.Data[0].Delivered || listed.Data[0].Attempts != 3 {
 		t.Errorf("stored events = %+v, want one delivered on attempt 3", listed.Data)
 	}

@@ -93,13 +93,8 @@ func (e *Emulator) createPaymentIntent(c *call) (any, error) {
 		}
 		pi.Customer = &cusID
 	}
-	if method, err := c.p.str("capture_method"); err != nil {
+	if err := setCaptureMethod(c.p, pi); err != nil {
 		return nil, err
-	} else if method != "" {
-		if method != "automatic" && method != "automatic_async" && method != "manual" {
-			return nil, invalidParam("capture_method", fmt.Sprintf("Invalid capture_method: must be one of automatic, automatic_async or manual, got %q.", method))
-		}
-		pi.CaptureMethod = method
 	}
 	if pi.PaymentMethodTypes, err = cardOnlyTypes(c.p); err != nil {
 		return nil, err
@@ -149,6 +144,19 @@ func (e *Emulator) createPaymentIntent(c *call) (any, error) {
 	return pi, c.save("payment_intent", pi.ID, pi.Created, pi)
 }
 
+// setCaptureMethod applies the capture_method parameter when it was sent.
+func setCaptureMethod(p *params, pi *paymentIntent) error {
+	method, err := p.str("capture_method")
+	if err != nil || method == "" {
+		return err
+	}
+	if method != "automatic" && method != "automatic_async" && method != "manual" {
+		return invalidParam("capture_method", fmt.Sprintf("Invalid capture_method: must be one of automatic, automatic_async or manual, got %q.", method))
+	}
+	pi.CaptureMethod = method
+	return nil
+}
+
 func (e *Emulator) getPaymentIntent(c *call) (any, error) {
 	if err := c.p.checkKnown("client_secret"); err != nil {
 		return nil, err
@@ -189,13 +197,9 @@ func (e *Emulator) confirmPaymentIntentRoute(c *call) (any, error) {
 	if err := c.checkClientSecret("PaymentIntent", pi.ClientSecret); err != nil {
 		return nil, err
 	}
-	if method, err := c.p.str("capture_method"); err != nil {
+
+	if err := setCaptureMethod(c.p, pi); err != nil {
 		return nil, err
-	} else if method != "" {
-		if method != "automatic" && method != "automatic_async" && method != "manual" {
-			return nil, invalidParam("capture_method", fmt.Sprintf("Invalid capture_method: must be one of automatic, automatic_async or manual, got %q.", method))
-		}
-		pi.CaptureMethod = method
 	}
 	offSession, err := c.p.bool("off_session")
 	if err != nil {
@@ -204,6 +208,7 @@ func (e *Emulator) confirmPaymentIntentRoute(c *call) (any, error) {
 	if offSession && c.publishable {
 		return nil, invalidParam("off_session", "off_session requires a secret key; a publishable key confirms on session.")
 	}
+
 	pmArg, err := c.p.str("payment_method")
 	if err != nil {
 		return nil, err
@@ -331,6 +336,7 @@ func (e *Emulator) capturePaymentIntent(c *call) (any, error) {
 	if pi.Status != "requires_capture" {
 		return nil, unexpectedState(fmt.Sprintf("This PaymentIntent could not be captured because it has a status of %s. Only a PaymentIntent with one of the following statuses may be captured: requires_capture.", pi.Status))
 	}
+
 	amount, sent, err := c.p.int("amount_to_capture")
 	if err != nil {
 		return nil, err
@@ -348,6 +354,7 @@ func (e *Emulator) capturePaymentIntent(c *call) (any, error) {
 	if pi.Metadata, err = c.p.applyMetadata(pi.Metadata); err != nil {
 		return nil, err
 	}
+
 	ch := &charge{}
 	if pi.LatestCharge == nil {
 		return nil, fmt.Errorf("payment intent %s in requires_capture has no charge", pi.ID)

@@ -28,7 +28,7 @@ type faultRule struct {
 	// before it is removed.
 	Count *int64 `json:"count,omitempty"`
 	// Seed, when set, reseeds the shared random source when the rule is
-	// added, so a test sees the same sequence of outcomes on every run.
+	// added, so a test gets the same sequence of outcomes on every run.
 	Seed *uint64 `json:"seed,omitempty"`
 }
 
@@ -91,7 +91,7 @@ func newFaultSet(seed uint64) *faultSet {
 	return &faultSet{rng: rand.New(rand.NewPCG(seed, seed))}
 }
 
-// faultOutcome is what the first matching rule decided for one request.
+// faultOutcome is the decision of the first matching rule for one request.
 type faultOutcome struct {
 	id      int
 	latency time.Duration

@@ -116,6 +116,24 @@ func (s *Steps) claim(ctx context.Context, msg ports.OutboxMessage) (claim, erro
 		}
 		c.state = st
 
+		if c.payment.Status == domain.PaymentAuthorizing && (msg.Step == domain.StepAuthorize || msg.Step == domain.StepRelease) {
+			// A task closed before any authorization request was sent ends
+			// its payment here, so no hold is ever placed for it.
+			auth, err := tx.Payments().Step(ctx, msg.PaymentID, domain.StepAuthorize)
+			if err != nil {
+				return err
+			}
+			if !auth.Claimed {
+				task, err := tx.Tasks().GetForUpdate(ctx, c.payment.TaskID)
+				if err != nil {
+					return err
+				}
+				if task.Status() == domain.TaskCancelled || task.Status() == domain.TaskFailed {
+					return s.releaseUnauthorized(ctx, tx, &c)
+				}
+			}
+		}
+
 		needed, err := stepNeeded(msg.Step, c.payment, st)
 		if err != nil || !needed {
 			c.skip = err == nil

@@ -250,7 +250,7 @@ func TestParseStep(t *testing.T) {
 			t.Errorf("ParseStep(%q) = %q, %v", s, got, err)
 		}
 	}
-	for _, s := range []string{"", "Capture", "refund"} {
+	for _, s := range []string{"", "Capture", "no_such_step"} {
 		if _, err := domain.ParseStep(s); err == nil {
 			t.Errorf("ParseStep(%q) succeeded", s)
 		}

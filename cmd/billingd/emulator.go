@@ -42,7 +42,7 @@ func startEmbeddedEmulator(lc fx.Lifecycle, cfg Config, pool *pgxpool.Pool, log 
 
 	// NOTE: webhooks stay off until the service handles Stripe events;
 	// EMULATOR_WEBHOOK_URL turns them on.
-	srv, err := newEmulatorServer(cfg, pool, log, "")
+	srv, emu, err := newEmulatorServer(cfg, pool, log, "")
 	if err != nil {
 		return emulatorReady{}, err
 	}
@@ -55,12 +55,19 @@ func startEmbeddedEmulator(lc fx.Lifecycle, cfg Config, pool *pgxpool.Pool, log 
 			log.Error("Stripe emulator stopped", "error", err)
 		}
 	}()
-	lc.Append(fx.StopHook(srv.Shutdown))
+	emu.Start(context.Background())
+	lc.Append(fx.StopHook(func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		emu.Close()
+		return err
+	}))
 	log.Warn("Stripe is EMULATED: no real money moves; set STRIPE_SECRET_KEY to use Stripe", "emulator_addr", cfg.StripeEmulatorAddr)
 	return emulatorReady{}, nil
 }
 
-func newEmulatorServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger, webhookURL string) (*http.Server, error) {
+// newEmulatorServer builds the emulator and its HTTP server. The caller
+// starts the emulator's webhook sender with Start and stops it with Close.
+func newEmulatorServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger, webhookURL string) (*http.Server, *emulator.Emulator, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if v := os.Getenv("EMULATOR_WEBHOOK_URL"); v != "" {
@@ -70,9 +77,9 @@ func newEmulatorServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger, webhook
 		Logger: log.With("component", "stripe-emulator"), WebhookURL: webhookURL, WebhookSecret: cfg.StripeWebhookSecret,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start Stripe emulator: %w", err)
+		return nil, nil, fmt.Errorf("start Stripe emulator: %w", err)
 	}
-	return &http.Server{Addr: cfg.StripeEmulatorAddr, Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}, nil
+	return &http.Server{Addr: cfg.StripeEmulatorAddr, Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}, emu, nil
 }
 
 // answers reports whether something accepts TCP connections at addr.
@@ -104,10 +111,12 @@ func runEmulator() error {
 	}
 	defer pool.Close()
 
-	srv, err := newEmulatorServer(cfg, pool, log, os.Getenv("EMULATOR_WEBHOOK_URL"))
+	srv, emu, err := newEmulatorServer(cfg, pool, log, os.Getenv("EMULATOR_WEBHOOK_URL"))
 	if err != nil {
 		return err
 	}
+	emu.Start(context.Background())
+	defer emu.Close()
 	ln, err := net.Listen("tcp", cfg.StripeEmulatorAddr)
 	if err != nil {
 		return fmt.Errorf("STRIPE_EMULATOR_ADDR %s: %w", cfg.StripeEmulatorAddr, err)

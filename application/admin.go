@@ -2,6 +2,7 @@ package application
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -84,22 +85,27 @@ func (a *Admin) Requeue(ctx context.Context, actor Actor, id string) (ports.Quar
 	return m, nil
 }
 
-// RetryTransfer queues the transfer of a captured payment whose transfer
-// Stripe rejected, and clears the failure reason. The transfer step is
-// reopened as claimed, so its next run first looks for a transfer at Stripe
-// and, finding none, moves to a new attempt number: Stripe then sees a new
-// idempotency key instead of replaying its stored rejection.
-func (a *Admin) RetryTransfer(ctx context.Context, actor Actor, paymentID string) (domain.PaymentRecord, error) {
+// RetryTransfer queues again the transfer of a captured payment whose
+// transfer Stripe rejected, to destination when it is set (for an agent
+// whose Connect account changed) and else to the same account. The
+// transfer step is reopened as claimed, so its next run first looks for a
+// transfer at Stripe and, finding none, moves to a new attempt number:
+// Stripe then sees a new idempotency key instead of replaying its stored
+// rejection.
+func (a *Admin) RetryTransfer(ctx context.Context, actor Actor, paymentID, destination string) (domain.PaymentRecord, error) {
 	var rec domain.PaymentRecord
 	err := a.store.InAdminTx(ctx, func(ctx context.Context, tx ports.AdminTx) error {
 		p, err := tx.Payments().GetForUpdate(ctx, paymentID)
 		if err != nil {
 			return err
 		}
-		reason := p.Record().TransferFailedReason
+		before := p.Record()
 		now := a.clock.Now()
-		if err := p.RetryTransfer(now); err != nil {
-			return fmt.Errorf("retry transfer: only a captured payment whose transfer failed can retry it: %w", err)
+		if err := p.RetryTransfer(destination, now); err != nil {
+			if errors.Is(err, domain.ErrInvalidTransition) {
+				return fmt.Errorf("retry transfer: only a captured payment whose transfer failed can retry it: %w", err)
+			}
+			return err
 		}
 		if err := tx.Payments().Update(ctx, p); err != nil {
 			return err
@@ -119,7 +125,8 @@ func (a *Admin) RetryTransfer(ctx context.Context, actor Actor, paymentID string
 		return tx.Audit().Record(ctx, ports.AuditEvent{
 			Actor: actor.Name(), Action: "payment.transfer_retried", Subject: paymentID, RequestID: actor.RequestID, At: now,
 			Details: map[string]any{
-				"taskId": rec.TaskID, "rejectedAttempt": st.Attempt, "rejectedReason": reason,
+				"taskId": rec.TaskID, "rejectedAttempt": st.Attempt, "rejectedReason": before.TransferFailedReason,
+				"previousDestination": before.DestinationAccountID, "destination": rec.DestinationAccountID,
 				"amountCents": rec.AgentShare, "currency": string(rec.Amount.Currency()),
 			},
 		})
@@ -127,7 +134,8 @@ func (a *Admin) RetryTransfer(ctx context.Context, actor Actor, paymentID string
 	if err != nil {
 		return domain.PaymentRecord{}, err
 	}
-	a.log.InfoContext(ctx, "transfer retry queued", "payment_id", paymentID, "task_id", rec.TaskID)
+	a.log.InfoContext(ctx, "transfer retry queued", "payment_id", paymentID, "task_id", rec.TaskID,
+		"destination", rec.DestinationAccountID)
 	return rec, nil
 }
 

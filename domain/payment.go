@@ -216,10 +216,17 @@ func (p *Payment) MarkTransferFailed(reason string, now time.Time) error {
 }
 
 // RetryTransfer clears a failed transfer's reason so the transfer step can
-// run again. Only a captured payment whose transfer failed may retry.
-func (p *Payment) RetryTransfer(now time.Time) error {
+// run again, to destination when it is set and else to the same account.
+// Only a captured payment whose transfer failed may retry.
+func (p *Payment) RetryTransfer(destination string, now time.Time) error {
 	if p.r.Status != PaymentCaptured || p.r.TransferFailedReason == "" {
 		return &TransitionError{Entity: "payment " + p.r.ID, From: string(p.r.Status), To: "transfer_retry"}
+	}
+	if destination != "" {
+		if !connectAccountPattern.MatchString(destination) {
+			return Invalid("stripeAccountId", "invalid_account", "stripeAccountId must look like acct_123, got %q", destination)
+		}
+		p.r.DestinationAccountID = destination
 	}
 	p.r.TransferFailedReason = ""
 	p.r.UpdatedAt = now

@@ -82,14 +82,18 @@ func (s *Server) requeueQuarantined(w http.ResponseWriter, r *http.Request) {
 }
 
 // retryTransfer serves POST /v1/admin/payments/{id}/retry-transfer and
-// returns the payment with its transfer queued again.
+// returns the payment with its transfer queued again. The optional body
+// {"stripeAccountId": "acct_..."} sends the transfer to another Connect
+// account.
 func (s *Server) retryTransfer(w http.ResponseWriter, r *http.Request) {
-	var body struct{}
+	var body struct {
+		StripeAccountID string `json:"stripeAccountId"`
+	}
 	if err := decodeJSON(w, r, &body, true); err != nil {
 		writeError(w, r, err)
 		return
 	}
-	p, err := s.d.Admin.Admin.RetryTransfer(r.Context(), actorOf(r), r.PathValue("id"))
+	p, err := s.d.Admin.Admin.RetryTransfer(r.Context(), actorOf(r), r.PathValue("id"), body.StripeAccountID)
 	if err != nil {
 		writeError(w, r, err)
 		return

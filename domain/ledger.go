@@ -41,13 +41,11 @@ const (
 )
 
 // NormalBalanceOf returns the normal side of an account: assets and expenses
-// are debit-normal, liabilities and revenue credit-normal.
+// are debit-normal, liabilities and revenue credit-normal. An account outside
+// the chart of ClassOf is credit-normal.
 func NormalBalanceOf(a AccountID) NormalBalance {
-	switch a {
-	case AccountCustomerAuthorizations, AccountPlatformCash, AccountStripeFeeExpense:
-		return NormalDebit
-	}
-	return NormalCredit
+	class, _ := ClassOf(a)
+	return class.Normal
 }
 
 // Entry is one line of a ledger transaction. Amount is in minor units,

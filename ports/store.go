@@ -114,6 +114,7 @@ type LedgerRepository interface {
 	Append(ctx context.Context, t domain.LedgerTransaction) error
 	// PendingHold returns the unresolved hold of a payment.
 	PendingHold(ctx context.Context, paymentID string) (domain.LedgerTransaction, bool, error)
+	LedgerHistory
 }
 
 // Outbox queues money steps in the caller's unit of work; a relay runs them

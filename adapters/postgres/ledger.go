@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -194,4 +195,45 @@ func (r ledgerRepository) entries(ctx context.Context, transactionID string) ([]
 		return e, err
 	})
 	return entries, mapError(err, "read entries of ledger transaction "+transactionID)
+}
+
+// Transaction returns a stored transaction with its entries in id order.
+func (r ledgerRepository) Transaction(ctx context.Context, id string) (domain.LedgerTransaction, error) {
+	t, err := scanLedgerTransaction(r.tx.QueryRow(ctx,
+		`SELECT `+ledgerTransactionColumns+` FROM ledger_transactions WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.LedgerTransaction{}, notFound("ledger transaction", id)
+	}
+	if err != nil {
+		return domain.LedgerTransaction{}, mapError(err, "read ledger transaction "+id)
+	}
+	if t.Entries, err = r.entries(ctx, id); err != nil {
+		return domain.LedgerTransaction{}, err
+	}
+	return t, nil
+}
+
+// ReversalOf returns the transaction that reverses id, found through the
+// unique index on reverses_id.
+func (r ledgerRepository) ReversalOf(ctx context.Context, id string) (domain.LedgerTransaction, bool, error) {
+	var reversalID string
+	err := r.tx.QueryRow(ctx, `SELECT id FROM ledger_transactions WHERE reverses_id = $1`, id).Scan(&reversalID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.LedgerTransaction{}, false, nil
+	}
+	if err != nil {
+		return domain.LedgerTransaction{}, false, mapError(err, "read reversal of ledger transaction "+id)
+	}
+	t, err := r.Transaction(ctx, reversalID)
+	return t, err == nil, err
+}
+
+// PostedBalances returns the current balances of accounts, counting every
+// committed entry whatever its effective time.
+func (r ledgerRepository) PostedBalances(ctx context.Context, accounts []domain.AccountID) ([]domain.AccountBalance, error) {
+	balances, err := readBalances(ctx, r.tx, accounts, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("read balances of %s: %w", accountList(accounts), err)
+	}
+	return balances, nil
 }

@@ -307,6 +307,10 @@ func TestLedgerReaderFiltersAndPages(t *testing.T) {
 		Account: hold.Entries[0].Account, Currency: "usd", Amount: hold.Entries[0].Amount, Pending: true,
 		Actor: "system", RequestID: hold.Meta.RequestID, Reason: "test", TaskID: record.TaskID, PaymentID: record.ID,
 		Stripe: hold.Meta.Stripe, EffectiveAt: hold.Meta.EffectiveAt, RecordedAt: first.RecordedAt,
+		Sequence: first.Sequence,
+	}
+	if first.Sequence == 0 {
+		t.Error("first entry is listed without a seal sequence")
 	}
 	if first != wantFirst {
 		t.Errorf("first entry = %+v\nwant %+v", first, wantFirst)

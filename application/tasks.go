@@ -42,6 +42,10 @@ type TaskView struct {
 
 // CreateTaskInput is a customer's request for a task.
 type CreateTaskInput struct {
+	// ID is the task id reserved by the caller (the API's Idempotency-Key
+	// layer); empty generates one. Inserting a reserved id twice fails with
+	// domain.ErrConflict, so a retried request never creates two tasks.
+	ID          string
 	Title       string
 	Description string
 	AgentID     string
@@ -57,8 +61,12 @@ func (s *Tasks) Create(ctx context.Context, customerID string, in CreateTaskInpu
 	if err != nil {
 		return TaskView{}, err
 	}
+	id := in.ID
+	if id == "" {
+		id = s.ids.NewID("task")
+	}
 	task, err := domain.NewTask(domain.NewTaskInput{
-		ID: s.ids.NewID("task"), CustomerID: customerID, Title: in.Title, Description: in.Description,
+		ID: id, CustomerID: customerID, Title: in.Title, Description: in.Description,
 		MaxPrice: in.MaxPrice, Agent: agent, Now: s.clock.Now(),
 	})
 	if err != nil {

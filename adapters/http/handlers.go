@@ -108,19 +108,16 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, domain.Invalid("maxPriceCents", "missing_field", "maxPriceCents is required, in minor units of the agent's currency"))
 		return
 	}
+	// With an Idempotency-Key the task id is reserved under the key, so a
+	// retry after a crash can never create a second task.
 	v, err := s.d.Tasks.Create(r.Context(), actorOf(r).Subject, application.CreateTaskInput{
-		Title: *body.Title, Description: body.Description, AgentID: *body.AgentID, MaxPrice: *body.MaxPriceCents,
+		ID: reservedID(r.Context()), Title: *body.Title, Description: body.Description, AgentID: *body.AgentID, MaxPrice: *body.MaxPriceCents,
 	})
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	status := http.StatusCreated
-	if v.Payment != nil && v.Payment.Status == domain.PaymentAuthorizing {
-		// Stripe did not answer in time; the relay finishes the hold.
-		status = http.StatusAccepted
-	}
-	writeJSON(w, status, taskOf(v, application.RoleCustomer))
+	writeJSON(w, createdTaskStatus(v), taskOf(v, application.RoleCustomer))
 }
 
 func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {

@@ -121,11 +121,13 @@ func (s *Server) routes() {
 	s.auditRoutes()
 	s.webhookRoutes()
 	s.adminRoutes()
+	s.contractRoutes()
 }
 
-// handle registers a route behind authentication and the role check.
+// handle registers a route behind authentication, the role check and the
+// caller-scoped contract checks (Idempotency-Key).
 func (s *Server) handle(pattern string, allowed roles, h func(http.ResponseWriter, *http.Request)) {
-	s.mux.Handle(pattern, s.authenticate(allowed, http.HandlerFunc(h)))
+	s.mux.Handle(pattern, s.authenticate(allowed, s.contractRoute(http.HandlerFunc(h))))
 }
 
 // ServeHTTP assigns a request id, then logs and measures the request.

@@ -41,7 +41,7 @@ type IdempotencyKeyID struct {
 	Key    string
 }
 
-// IdempotencyClaim asks to run a request under a key.
+// IdempotencyClaim is a request to run one API request under a key.
 type IdempotencyClaim struct {
 	IdempotencyKeyID
 	// RequestHash is the SHA-256 of the canonical request body.
@@ -58,7 +58,7 @@ type IdempotencyClaim struct {
 	TTL time.Duration
 }
 
-// ClaimOutcome says what the caller of Claim must do.
+// ClaimOutcome is the action the caller of Claim must take.
 type ClaimOutcome int
 
 // Outcomes of Claim.
@@ -66,8 +66,8 @@ const (
 	// ClaimAcquired: the key is new (or expired); run the request.
 	ClaimAcquired ClaimOutcome = iota + 1
 	// ClaimResumed: an earlier request under this key stopped without a
-	// stored response (crash, error or lease expiry); run the request again,
-	// knowing it may already have had its effect.
+	// stored response (crash, error or lease expiry). Run the request again,
+	// but expect that it may already have had its effect.
 	ClaimResumed
 	// ClaimCompleted: the response is stored; replay it.
 	ClaimCompleted
@@ -206,9 +206,9 @@ func (s *IdempotencyKeys) Complete(ctx context.Context, id IdempotencyKeyID, cla
 }
 
 // Release ends a claim without a stored response. With forget the row is
-// deleted, so the key may be used again with any body; without it the row
-// keeps the body hash and reserved id, and the next request with the same
-// body resumes it at once.
+// deleted, so the key may be used again with any body. Without forget the
+// row keeps the body hash and the reserved id, and the next request with
+// the same body resumes it at once.
 func (s *IdempotencyKeys) Release(ctx context.Context, id IdempotencyKeyID, claimToken string, forget bool) error {
 	query := `UPDATE idempotency_keys SET claim_token = NULL, locked_until = NULL
 	           WHERE scope = $1 AND method = $2 AND path = $3 AND idempotency_key = $4 AND claim_token = $5`

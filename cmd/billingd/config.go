@@ -60,6 +60,9 @@ var envSpecs = []envSpec{
 	{"OUTBOX_BASE_BACKOFF", "1s", "relay wait after a step's first failure; it doubles per failure up to OUTBOX_MAX_BACKOFF"},
 	{"OUTBOX_MAX_BACKOFF", "5m", "longest relay wait between two attempts of a step"},
 	{"STRIPE_TIMEOUT", "30s", "time allowed for one Stripe request; a money step's lease lasts twice as long"},
+	{"IDEMPOTENCY_KEY_TTL", "720h", "how long Idempotency-Key responses are kept, at least 1h; accepts a duration such as 720h or days such as 30d"},
+	{"RATE_LIMIT_PER_SECOND", "50", "average API requests per second allowed per bearer token; 0 turns the limit off"},
+	{"RATE_LIMIT_BURST", "100", "API requests a bearer token may send at once above the average rate"},
 }
 
 func env(name string) string {

@@ -17,7 +17,7 @@ import (
 	"github.com/taskpod/billing/ports"
 )
 
-// This file holds hand-written fakes of every port the application uses:
+// This file contains hand-written fakes of every port the application uses:
 // an in-memory store whose units of work commit atomically, a stateful
 // payment gateway that follows Stripe's idempotency rules, a fixed clock
 // and sequential ids.
@@ -151,7 +151,7 @@ func (s *memStore) failOnce(op string, err error) {
 	s.faults[op] = err
 }
 
-// fault returns and clears the failure set for op; the caller holds s.mu.
+// fault returns and clears the failure set for op. The caller must hold s.mu.
 func (s *memStore) fault(op string) error {
 	err := s.faults[op]
 	delete(s.faults, op)
@@ -576,7 +576,7 @@ func (r auditRepo) Record(_ context.Context, e ports.AuditEvent) error {
 // ---------------------------------------------------------------- gateway
 
 // errCrash is the panic value of a simulated process crash right after a
-// Stripe call took effect and before its answer was recorded.
+// Stripe call took effect and before its response was recorded.
 var errCrash = errors.New("simulated crash after the Stripe call")
 
 // Test payment methods of the fake gateway.
@@ -586,14 +586,14 @@ const (
 	cardOwner    = "user_42"
 )
 
-// gatewayFault programs one answer of a gateway method.
+// gatewayFault programs one response of a gateway method.
 type gatewayFault struct {
 	err error
 	// afterEffect applies the call at "Stripe" before failing, like a
 	// response lost on the way back.
 	afterEffect bool
 	// crash panics with errCrash after the effect, like a process dying
-	// before it could record the answer.
+	// before it could record the response.
 	crash bool
 	// block, when set, is waited on before the call runs.
 	block chan struct{}

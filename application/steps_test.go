@@ -215,7 +215,7 @@ func TestAutoPayCreateAuthorizes(t *testing.T) {
 		t.Errorf("authorized observed %d times, want 1", got)
 	}
 
-	// The relay later finds the authorize message done and calls nobody.
+	// The relay later finds the authorize message done and makes no call.
 	e.relayOK()
 	if n := e.gateway.count("Authorize"); n != 1 {
 		t.Errorf("Authorize called %d times after the relay ran, want 1", n)

@@ -18,6 +18,11 @@ import (
 
 const namespace = "taskpod_billing"
 
+// paymentTargets are the payment states counted by the transition metrics.
+// expired and refunded are not domain.PaymentStatus values: they name the
+// event that moved the money.
+var paymentTargets = []string{"authorized", "captured", "transferred", "released", "failed", "expired", "refunded"}
+
 // Metrics holds the service's own collectors.
 type Metrics struct {
 	httpRequests     *prometheus.CounterVec
@@ -63,7 +68,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
-	for _, to := range []string{"authorized", "captured", "transferred", "released", "failed", "expired", "refunded"} {
+	for _, to := range paymentTargets {
 		m.transitions.WithLabelValues(to)
 	}
 	for _, step := range []string{"authorize", "capture", "transfer", "release"} {
@@ -72,6 +77,17 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// InitCurrencies creates the amount series of every payment state in each
+// currency at zero, so that rates and alerts see them before the first
+// payment in that currency.
+func (m *Metrics) InitCurrencies(currencies []domain.Currency) {
+	for _, cur := range currencies {
+		for _, to := range paymentTargets {
+			m.amounts.WithLabelValues(to, string(cur))
+		}
+	}
 }
 
 // ObserveRequest records one API request.
@@ -110,6 +126,9 @@ type dbCollector struct {
 	poolConns   *prometheus.Desc
 	poolMax     *prometheus.Desc
 	poolWaits   *prometheus.Desc
+	poolAcquire *prometheus.Desc
+	poolWaited  *prometheus.Desc
+	poolCancel  *prometheus.Desc
 }
 
 // RegisterDatabase adds the gauges read from the database and the pool.
@@ -127,11 +146,15 @@ func RegisterDatabase(reg prometheus.Registerer, pool *pgxpool.Pool, log *slog.L
 		poolConns:   d("db_pool_connections", "Database pool connections by state.", "state"),
 		poolMax:     d("db_pool_max_connections", "Maximum size of the database pool."),
 		poolWaits:   d("db_pool_acquire_waits_total", "Pool acquisitions that had to wait for a connection."),
+		poolAcquire: d("db_pool_acquires_total", "Successful pool acquisitions."),
+		poolWaited:  d("db_pool_acquire_wait_seconds_total", "Time spent waiting for a connection by acquisitions that found the pool empty."),
+		poolCancel:  d("db_pool_canceled_acquires_total", "Pool acquisitions whose context ended before they got a connection."),
 	})
 }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.pending, c.oldest, c.quarantined, c.imbalance, c.nearExpiry, c.poolConns, c.poolMax, c.poolWaits} {
+	for _, d := range []*prometheus.Desc{c.pending, c.oldest, c.quarantined, c.imbalance, c.nearExpiry,
+		c.poolConns, c.poolMax, c.poolWaits, c.poolAcquire, c.poolWaited, c.poolCancel} {
 		ch <- d
 	}
 }
@@ -161,8 +184,12 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	stat := c.pool.Stat()
 	ch <- prometheus.MustNewConstMetric(c.poolConns, prometheus.GaugeValue, float64(stat.AcquiredConns()), "acquired")
 	ch <- prometheus.MustNewConstMetric(c.poolConns, prometheus.GaugeValue, float64(stat.IdleConns()), "idle")
+	ch <- prometheus.MustNewConstMetric(c.poolConns, prometheus.GaugeValue, float64(stat.ConstructingConns()), "constructing")
 	ch <- prometheus.MustNewConstMetric(c.poolMax, prometheus.GaugeValue, float64(stat.MaxConns()))
 	ch <- prometheus.MustNewConstMetric(c.poolWaits, prometheus.CounterValue, float64(stat.EmptyAcquireCount()))
+	ch <- prometheus.MustNewConstMetric(c.poolAcquire, prometheus.CounterValue, float64(stat.AcquireCount()))
+	ch <- prometheus.MustNewConstMetric(c.poolWaited, prometheus.CounterValue, stat.EmptyAcquireWaitTime().Seconds())
+	ch <- prometheus.MustNewConstMetric(c.poolCancel, prometheus.CounterValue, float64(stat.CanceledAcquireCount()))
 }
 
 // collectImbalance sums posted and pending entries per currency; each

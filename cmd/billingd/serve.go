@@ -94,10 +94,12 @@ func serve() error {
 	s := <-sig
 	log.Info("shutting down", "signal", s.String(), "timeout", cfg.ShutdownTimeout.String())
 
-	// Readiness fails first so load balancers stop sending new requests.
+	// Readiness fails first so load balancers stop sending new requests;
+	// the API keeps serving while they notice.
 	health.ready.Store(false)
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer stopCancel()
+	drain(stopCtx, s, cfg.ShutdownTimeout, log)
 	if err := app.Stop(stopCtx); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/taskpod/billing/adapters/postgres"
+)
+
+// The bulk ledger: transfer-shaped transactions of two entries each,
+// debiting one of 100 agent payables and crediting platform_cash, one
+// second of effective time apart and ending an hour before the run. So a
+// ledger of n entries holds n/2 platform_cash entries, and the statement of
+// platform_cash lists one entry per bulk transaction.
+const (
+	statementAccount = "platform_cash"
+	bulkAgents       = 100
+	bulkChunk        = 20_000 // transactions per database transaction
+)
+
+// bulkLoader appends balanced transactions to the ledger with generated
+// SQL. The ledger's triggers stay on: each chunk inserts its transactions
+// and their entries in one database transaction, and the balance check
+// runs for every transaction at commit.
+type bulkLoader struct {
+	b *bench
+	// loaded is how many bulk transactions exist.
+	loaded int
+	// origin is the effective time of bulk transaction 0.
+	origin time.Time
+	// capacity is the most transactions this run will load; it fixes origin.
+	capacity int
+}
+
+func newBulkLoader(b *bench, capacity int) *bulkLoader {
+	origin := time.Now().Add(-time.Hour - time.Duration(capacity)*time.Second).UTC().Truncate(time.Second)
+	return &bulkLoader{b: b, origin: origin, capacity: capacity}
+}
+
+// effectiveAt returns the effective time of bulk transaction g.
+func (l *bulkLoader) effectiveAt(g int) time.Time {
+	return l.origin.Add(time.Duration(g) * time.Second)
+}
+
+// loadTo loads bulk transactions until there are total.
+func (l *bulkLoader) loadTo(ctx context.Context, total int) error {
+	pool := l.b.env.pool
+	if l.loaded == 0 {
+		_, err := pool.Exec(ctx, `
+			INSERT INTO ledger_accounts (id, normal_balance)
+			SELECT 'agent_payable:bulk_agent_' || a, 'credit' FROM generate_series(0, $1 - 1) a
+			UNION ALL SELECT $2, 'debit'
+			ON CONFLICT (id) DO NOTHING`, bulkAgents, statementAccount)
+		if err != nil {
+			return fmt.Errorf("create bulk accounts: %w", err)
+		}
+	}
+	started, from := time.Now(), l.loaded
+	for l.loaded < total {
+		n := min(bulkChunk, total-l.loaded)
+		if err := l.loadChunk(ctx, l.loaded, n); err != nil {
+			return err
+		}
+		l.loaded += n
+	}
+	if l.loaded > from {
+		logf("loaded %d bulk transactions (%d entries) in %s", l.loaded-from, 2*(l.loaded-from), time.Since(started).Round(time.Second))
+	}
+	return nil
+}
+
+func (l *bulkLoader) loadChunk(ctx context.Context, first, n int) error {
+	tx, err := l.b.env.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	_, err = tx.Exec(ctx, `
+		INSERT INTO ledger_transactions (id, kind, actor, reason, effective_at)
+		SELECT 'ltx_bulk_' || g, 'transfer', 'system:billbench', 'bulk load', $3::timestamptz + g * interval '1 second'
+		  FROM generate_series($1::int, $1::int + $2::int - 1) g`, first, n, l.origin)
+	if err != nil {
+		return fmt.Errorf("insert bulk transactions %d..%d: %w", first, first+n-1, err)
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO ledger_entries (transaction_id, account_id, currency, amount, pending, effective_at)
+		SELECT 'ltx_bulk_' || g, e.account_id, 'usd', e.amount, false, $3::timestamptz + g * interval '1 second'
+		  FROM generate_series($1::int, $1::int + $2::int - 1) g
+		 CROSS JOIN LATERAL (VALUES
+		       ('agent_payable:bulk_agent_' || (g % $4::int), 100 + g % 900),
+		       ($5::text, -(100 + g % 900))) AS e (account_id, amount)
+		 ORDER BY g`, first, n, l.origin, bulkAgents, statementAccount)
+	if err != nil {
+		return fmt.Errorf("insert bulk entries %d..%d: %w", first, first+n-1, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit bulk chunk %d..%d: %w", first, first+n-1, err)
+	}
+	return nil
+}
+
+// auditQuery is one auditor request whose time the scenario compares.
+type auditQuery struct {
+	name, measure string
+	path          func(l *bulkLoader) string
+	// bound is true for the queries whose time at the large size must stay
+	// within twice the time at the small size.
+	bound bool
+}
+
+var auditQueries = []auditQuery{
+	{"entries page", "first page of entries", func(*bulkLoader) string {
+		return "/v1/ledger/entries?limit=50"
+	}, true},
+	{"entries page", "page of one account's entries after a cursor in the middle", nil, true},
+	{"balance as of", "balance of " + statementAccount + " as of the middle of the history", func(l *bulkLoader) string {
+		return "/v1/ledger/accounts/" + statementAccount + "/balance?asOf=" + url.QueryEscape(l.effectiveAt(l.loaded/2).Format(time.RFC3339))
+	}, true},
+	{"trial balance", "trial balance as of the middle of the history", func(l *bulkLoader) string {
+		return "/v1/ledger/trial-balance?asOf=" + url.QueryEscape(l.effectiveAt(l.loaded/2).Format(time.RFC3339))
+	}, false},
+}
+
+// auditScenario times the auditor's queries on a ledger of the small and
+// of the large size.
+func (b *bench) auditScenario(ctx context.Context) error {
+	if err := b.prepareTasks(ctx); err != nil {
+		return err
+	}
+	if b.bulk == nil {
+		b.bulk = newBulkLoader(b, b.cfg.statementEntries)
+	}
+	_, token, err := postgres.NewTokens(b.env.pool).Create(ctx, "auditor", "billbench", nil)
+	if err != nil {
+		return err
+	}
+
+	sizes := []int{b.cfg.smallLedger, b.cfg.largeLedger}
+	times := make([]map[int]time.Duration, len(sizes))
+	var missing []string
+	for si, entries := range sizes {
+		if err := b.bulk.loadTo(ctx, entries/2); err != nil {
+			return err
+		}
+		var total int
+		if err := b.env.pool.QueryRow(ctx, `SELECT count(*) FROM ledger_entries`).Scan(&total); err != nil {
+			return err
+		}
+		times[si] = map[int]time.Duration{}
+		for qi, q := range auditQueries {
+			path := b.auditPath(ctx, q)
+			d, err := b.timeQuery(ctx, token, path)
+			var apiErr *apiError
+			if errors.As(err, &apiErr) && apiErr.status == http.StatusNotFound {
+				if si == 0 {
+					missing = append(missing, path)
+				}
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("%s at %d entries: %w", q.name, total, err)
+			}
+			times[si][qi] = d
+		}
+		logf("auditor queries timed at %d entries", total)
+	}
+
+	for qi, q := range auditQueries {
+		small, okSmall := times[0][qi]
+		large, okLarge := times[1][qi]
+		if !okSmall || !okLarge {
+			continue
+		}
+		row := resultRow{
+			scenario: "auditor queries", measure: fmt.Sprintf("%s: %s, median ms", q.name, q.measure),
+			appLabel: fmt.Sprintf("%d entries", sizes[1]), baseLabel: fmt.Sprintf("%d entries", sizes[0]), unit: "ms",
+			app: ms(large), base: ms(small), target: "report",
+		}
+		if q.bound {
+			// The ratio is time at the large size over time at the small
+			// one, so the target is an upper bound: pass when ≤ 2.
+			row.target = "time ≤ 2× (ratio ≤ 2)"
+			row.maxRatio = 2
+		}
+		b.addRatio(row)
+	}
+	for _, p := range missing {
+		b.note("The auditor route %s answered 404, so it was not measured.", p)
+	}
+	return nil
+}
+
+// auditPath returns the request path of q on the ledger as it is now.
+func (b *bench) auditPath(ctx context.Context, q auditQuery) string {
+	if q.path != nil {
+		return q.path(b.bulk)
+	}
+	// The cursor is the id of the middle platform_cash entry.
+	var middle int64
+	err := b.env.pool.QueryRow(ctx, `
+		SELECT id FROM ledger_entries WHERE account_id = $1 ORDER BY id
+		OFFSET (SELECT count(*) / 2 FROM ledger_entries WHERE account_id = $1) LIMIT 1`, statementAccount).Scan(&middle)
+	if err != nil {
+		middle = 1
+	}
+	return fmt.Sprintf("/v1/ledger/entries?accountId=%s&after=%d&limit=50", statementAccount, middle)
+}
+
+// timeQuery returns the median time of queryRepeats GET requests of path,
+// after two untimed ones.
+func (b *bench) timeQuery(ctx context.Context, token, path string) (time.Duration, error) {
+	var samples []time.Duration
+	for i := range b.cfg.queryRepeats + 2 {
+		start := time.Now()
+		if _, err := b.svc.call(ctx, http.MethodGet, path, token, nil, nil); err != nil {
+			return 0, err
+		}
+		if i >= 2 {
+			samples = append(samples, time.Since(start))
+		}
+	}
+	return percentile(samples, 50), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// exportScenario streams the CSV statement of platform_cash with every
+// bulk transaction loaded, from a freshly started service, and reports the
+// service's memory growth: VmHWM after the export minus VmRSS before it.
+func (b *bench) exportScenario(ctx context.Context) error {
+	if err := b.prepareTasks(ctx); err != nil {
+		return err
+	}
+	if b.bulk == nil {
+		b.bulk = newBulkLoader(b, b.cfg.statementEntries)
+	}
+	if err := b.bulk.loadTo(ctx, b.cfg.statementEntries); err != nil {
+		return err
+	}
+	_, token, err := postgres.NewTokens(b.env.pool).Create(ctx, "auditor", "billbench-export", nil)
+	if err != nil {
+		return err
+	}
+
+	// A fresh process, so VmHWM reflects this export and not earlier load.
+	b.stopService()
+	if err := b.startService(ctx); err != nil {
+		return err
+	}
+	path := "/v1/ledger/accounts/" + statementAccount + "/statement"
+	if _, err := b.svc.call(ctx, http.MethodGet, "/v1/ledger/entries?limit=1", token, nil, nil); err != nil {
+		return fmt.Errorf("warm-up request: %w", err)
+	}
+	before, _, err := memory(b.svc.proc.pid())
+	if err != nil {
+		return err
+	}
+	sampler := sampleMemory(b.svc.proc.pid(), 50*time.Millisecond)
+	start := time.Now()
+	lines, err := b.streamCSV(ctx, token, path)
+	elapsed := time.Since(start)
+	peak, sampleErr := sampler.stop()
+	var apiErr *apiError
+	if errors.As(err, &apiErr) && apiErr.status == http.StatusNotFound {
+		b.note("The statement route %s answered 404, so the export was not measured.", path)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if sampleErr != nil {
+		return sampleErr
+	}
+	_, hwm, err := memory(b.svc.proc.pid())
+	if err != nil {
+		return err
+	}
+	if lines < b.cfg.statementEntries {
+		return fmt.Errorf("the statement has %d lines, want at least %d entries", lines, b.cfg.statementEntries)
+	}
+	b.addAbsolute(resultRow{
+		scenario: "export", measure: fmt.Sprintf("memory growth of billingd serve streaming a CSV statement of %d entries", lines-1),
+		unit: "MiB", value: mib(hwm - before), limit: 64, target: "< 64 MiB",
+		detail: fmt.Sprintf("VmRSS %.1f MiB before, VmHWM %.1f MiB after, peak VmRSS sampled every 50 ms %.1f MiB; %d lines in %s (%.0f lines/s)",
+			mib(before), mib(hwm), mib(peak), lines, elapsed.Round(time.Millisecond), float64(lines)/elapsed.Seconds()),
+	})
+	return nil
+}
+
+// streamCSV reads a CSV statement to its end and returns its line count.
+func (b *bench) streamCSV(ctx context.Context, token, path string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.svc.base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "text/csv")
+	client := &http.Client{Timeout: 30 * time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, &apiError{status: resp.StatusCode, body: string(body)}
+	}
+	scanner := bufio.NewScanner(resp.Body)
+	lines := 0
+	for scanner.Scan() {
+		lines++
+	}
+	return lines, scanner.Err()
+}

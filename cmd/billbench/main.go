@@ -1,0 +1,195 @@
+// Command billbench measures TaskPod Billing against the ceiling of its own
+// database: each scenario runs the application and a baseline that sends
+// the same SQL statements, and the same Stripe emulator requests, with pgx
+// and net/http directly. Speed is reported as the ratio of the two, measured
+// in the same run on the same machine; memory limits are absolute.
+//
+// It creates and migrates its own database, builds billingd, runs the Stripe
+// emulator and the service as separate processes on free loopback ports,
+// and writes docs/benchmarks.md. With -short it runs small sizes for a few
+// seconds per scenario, checks that every scenario still works, asserts
+// nothing about timings and writes no file unless -out is given.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// config sets the sizes of a run.
+type config struct {
+	short bool
+	// duration is the length of one timed round of a closed-loop load.
+	duration time.Duration
+	// rounds is how many interleaved rounds each side of a ratio runs.
+	rounds int
+	// relayTasks is how many completions the relay saturation run drains.
+	relayTasks int
+	// latencyTasks is how many paced completions the latency run sends.
+	latencyTasks int
+	// smallLedger and largeLedger are the entry counts of the auditor runs.
+	smallLedger, largeLedger int
+	// statementEntries is the entry count of the exported account.
+	statementEntries int
+	// queryRepeats is how many times each auditor query is timed.
+	queryRepeats int
+}
+
+func shortConfig() config {
+	return config{
+		short: true, duration: time.Second, rounds: 1, relayTasks: 10, latencyTasks: 6,
+		smallLedger: 1_000, largeLedger: 2_000, statementEntries: 2_000, queryRepeats: 3,
+	}
+}
+
+func longConfig() config {
+	return config{
+		duration: 4 * time.Second, rounds: 3, relayTasks: 300, latencyTasks: 150,
+		smallLedger: 10_000, largeLedger: 1_000_000, statementEntries: 1_000_000, queryRepeats: 15,
+	}
+}
+
+func main() {
+	short := flag.Bool("short", false, "run small sizes for a few seconds per scenario and assert nothing about timings")
+	out := flag.String("out", "", "write the Markdown report to this file (default docs/benchmarks.md, or none with -short)")
+	keep := flag.Bool("keep", false, "keep the benchmark database and temporary files for inspection")
+	only := flag.String("only", "", "comma-separated scenarios to run: ledger, tasks, relay, audit, export (default all)")
+	flag.Parse()
+
+	cfg := longConfig()
+	if *short {
+		cfg = shortConfig()
+	}
+	if *out == "" && !*short {
+		*out = "docs/benchmarks.md"
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code := 0
+	if err := run(ctx, cfg, *out, *keep, *only); err != nil {
+		fmt.Fprintln(os.Stderr, "billbench:", err)
+		code = 1
+	}
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, cfg config, outPath string, keep bool, only string) error {
+	started := time.Now()
+	e, err := setupEnv(ctx, keep)
+	if e != nil {
+		defer e.close()
+	}
+	if err != nil {
+		return err
+	}
+
+	b := &bench{cfg: cfg, env: e}
+	b.machine = describeMachine(ctx, e.pool)
+	logf("database %s at migration %d; emulator pid %d at %s", e.dbName, e.migration, e.emulator.pid(), e.emulatorURL)
+
+	scenarios := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"ledger", b.ledgerScenario},
+		{"tasks", b.tasksScenario},
+		{"relay", b.relayScenario},
+		{"audit", b.auditScenario},
+		{"export", b.exportScenario},
+	}
+	selected := map[string]bool{}
+	for _, name := range strings.Split(only, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			selected[name] = true
+		}
+	}
+
+	var failed []string
+	for _, s := range scenarios {
+		if len(selected) > 0 && !selected[s.name] {
+			continue
+		}
+		logf("scenario %s", s.name)
+		t := time.Now()
+		if err := s.run(ctx); err != nil {
+			logf("scenario %s failed: %v", s.name, err)
+			failed = append(failed, s.name)
+			b.failure(s.name, err)
+		}
+		logf("scenario %s took %s", s.name, time.Since(t).Round(time.Second))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	b.stopService()
+
+	if !cfg.short {
+		b.runProfiles(ctx)
+	}
+	b.elapsed = time.Since(started)
+
+	fmt.Print(b.table())
+	if outPath != "" {
+		if err := os.WriteFile(outPath, []byte(b.markdown()), 0o644); err != nil {
+			return err
+		}
+		logf("wrote %s", outPath)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// bench carries the environment and the results of one run.
+type bench struct {
+	cfg     config
+	env     *env
+	machine machine
+	elapsed time.Duration
+
+	rows     []resultRow
+	sections []section
+	notes    []string
+	profiles []pendingProfile
+
+	// svc is the running billingd serve process shared by the HTTP scenarios.
+	svc  *service
+	fix  *fixtures
+	tmpl *taskTemplates
+	// appTasks and baseTasks are authorized tasks left by the task
+	// scenario, for the relay scenario to complete.
+	appTasks, baseTasks taskPool
+	bulk                *bulkLoader
+}
+
+// newPool opens a pool on the benchmark database with maxConns connections
+// (0 keeps pgxpool's default, the service's setting). A traced pool records
+// the statements of contexts that carry a recorder.
+func (b *bench) newPool(ctx context.Context, maxConns int, traced bool) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(b.env.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = int32(maxConns)
+	}
+	if traced {
+		cfg.ConnConfig.Tracer = sqlTracer{}
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s billbench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}

@@ -357,6 +357,30 @@ func (e *opsEnv) emulator(method, path string, body any) {
 	}
 }
 
+// opsRequestCount is the emulator's count of requests to matching paths.
+type opsRequestCount struct {
+	Requests  int `json:"requests"`
+	Mutations int `json:"mutations"`
+	Replays   int `json:"replays"`
+}
+
+// emulatorCount returns how many requests the emulator got for method and
+// path, where "*" in path matches one segment.
+func (e *opsEnv) emulatorCount(method, path string) opsRequestCount {
+	e.t.Helper()
+	q := url.Values{"method": {method}, "path": {path}}
+	resp, err := e.client.Get(e.emuURL + "/_emulator/requests/count?" + q.Encode())
+	if err != nil {
+		e.t.Fatalf("count emulator requests: %v", err)
+	}
+	defer resp.Body.Close()
+	var out opsRequestCount
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		e.t.Fatalf("decode emulator request count: %v", err)
+	}
+	return out
+}
+
 // stripeConfirm confirms an intent at the emulator, as Stripe.js would in
 // the customer's browser.
 func (e *opsEnv) stripeConfirm(path, paymentMethod string) {

@@ -113,8 +113,8 @@ type IdempotencyRecord struct {
 // creating a second one.
 type creatingRoute struct {
 	idPrefix string
-	// render writes the object's current state as the route would answer,
-	// or returns false when the object does not exist.
+	// render writes the object's current state in the route's response
+	// shape, or returns false when the object does not exist.
 	render func(s *Server, w http.ResponseWriter, r *http.Request, id string) (bool, error)
 }
 
@@ -185,9 +185,9 @@ func (s *Server) serveClaim(w http.ResponseWriter, r *http.Request, next http.Ha
 	}
 }
 
-// replay sends a stored response. A creating route that answered 202
-// (Stripe had not answered yet) gets the object's current state instead, so
-// retries see the final outcome once the relay has it.
+// replay sends a stored response. A creating route whose stored status is
+// 202 (Stripe had not confirmed the hold yet) sends the object's current
+// state instead, so retries see the final outcome once the relay has it.
 func (s *Server) replay(w http.ResponseWriter, r *http.Request, rec IdempotencyRecord) {
 	logReplay(r, rec.Response.Status)
 	route, creates := creatingRoutes[r.Pattern]
@@ -255,9 +255,9 @@ func (s *Server) runClaimed(w http.ResponseWriter, r *http.Request, next http.Ha
 	buf.sendTo(w, replayed)
 }
 
-// settleKey stores a success; after a client error (other than a conflict)
-// it forgets the key, because nothing changed and the client may correct
-// the body; after a conflict or a server error it keeps the key bound to
+// settleKey stores a success. After a client error other than a conflict
+// it deletes the key, because nothing changed and the client may correct
+// the body. After a conflict or a server error it keeps the key bound to
 // the body, because the request may have had an effect.
 func (s *Server) settleKey(ctx context.Context, claim IdempotencyClaim, buf *responseBuffer) {
 	status := buf.statusCode()
@@ -319,7 +319,7 @@ func (s *Server) newResourceID(prefix string) string {
 	return prefix + "_" + randomHex(10)
 }
 
-// renderCreatedTask writes a created task as POST /v1/tasks answers it.
+// renderCreatedTask writes a created task in the response shape of POST /v1/tasks.
 func (s *Server) renderCreatedTask(w http.ResponseWriter, r *http.Request, id string) (bool, error) {
 	actor := actorOf(r)
 	v, err := s.d.Tasks.Get(r.Context(), actor, id)

@@ -20,7 +20,7 @@ run:
 build:
 	$(GO) build -o bin/billingd ./cmd/billingd
 
-test: deps vet
+test: deps vet bench-short
 	$(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) fuzz
 
@@ -30,6 +30,16 @@ vet:
 # Each fuzz target runs for FUZZTIME in CI; raise it for a long run.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME) ./adapters/http/
+
+# Benchmarks against raw SQL baselines; see docs/benchmarks.md. bench takes
+# about 20 minutes and rewrites that page; bench-short runs every scenario
+# at small sizes without judging timings.
+.PHONY: bench bench-short
+bench: postgres
+	$(GO) run ./cmd/billbench
+
+bench-short: postgres
+	$(GO) run ./cmd/billbench -short
 
 deps: postgres $(STRIPE_MOCK)
 

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/taskpod/billing/adapters/postgres"
 )
 
@@ -29,7 +31,7 @@ const (
 // and their entries in one database transaction, and the balance check
 // runs for every transaction at commit.
 type bulkLoader struct {
-	b *bench
+	pool *pgxpool.Pool
 	// loaded is how many bulk transactions exist.
 	loaded int
 	// origin is the effective time of bulk transaction 0.
@@ -38,9 +40,9 @@ type bulkLoader struct {
 	capacity int
 }
 
-func newBulkLoader(b *bench, capacity int) *bulkLoader {
+func newBulkLoader(pool *pgxpool.Pool, capacity int) *bulkLoader {
 	origin := time.Now().Add(-time.Hour - time.Duration(capacity)*time.Second).UTC().Truncate(time.Second)
-	return &bulkLoader{b: b, origin: origin, capacity: capacity}
+	return &bulkLoader{pool: pool, origin: origin, capacity: capacity}
 }
 
 // effectiveAt returns the effective time of bulk transaction g.
@@ -50,7 +52,7 @@ func (l *bulkLoader) effectiveAt(g int) time.Time {
 
 // loadTo loads bulk transactions until there are total.
 func (l *bulkLoader) loadTo(ctx context.Context, total int) error {
-	pool := l.b.env.pool
+	pool := l.pool
 	if l.loaded == 0 {
 		_, err := pool.Exec(ctx, `
 			INSERT INTO ledger_accounts (id, normal_balance)
@@ -76,7 +78,7 @@ func (l *bulkLoader) loadTo(ctx context.Context, total int) error {
 }
 
 func (l *bulkLoader) loadChunk(ctx context.Context, first, n int) error {
-	tx, err := l.b.env.pool.Begin(ctx)
+	tx, err := l.pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -106,38 +108,73 @@ func (l *bulkLoader) loadChunk(ctx context.Context, first, n int) error {
 	return nil
 }
 
+// auditDB is a second database holding only the bulk ledger, with a
+// service of its own, so the auditor and export scenarios know exactly how
+// many entries the ledger holds whatever the other scenarios wrote.
+type auditDB struct {
+	pool   *pgxpool.Pool
+	url    string
+	svc    *service
+	loader *bulkLoader
+	token  string
+}
+
+func (b *bench) openAuditDB(ctx context.Context) (*auditDB, error) {
+	if b.audit != nil {
+		return b.audit, nil
+	}
+	url, pool, err := b.env.createDatabase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a := &auditDB{pool: pool, url: url, loader: newBulkLoader(pool, b.cfg.statementEntries)}
+	b.audit = a
+	if _, a.token, err = postgres.NewTokens(pool).Create(ctx, "auditor", "billbench", nil); err != nil {
+		return nil, err
+	}
+	if a.svc, err = b.env.startService(ctx, url); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *auditDB) close() {
+	if a.svc != nil {
+		a.svc.proc.stop()
+	}
+	a.pool.Close()
+}
+
 // auditQuery is one auditor request whose time the scenario compares.
 type auditQuery struct {
 	name, measure string
-	path          func(l *bulkLoader) string
+	path          func(a *auditDB) string
 	// bound is true for the queries whose time at the large size must stay
 	// within twice the time at the small size.
 	bound bool
 }
 
+func middleOfHistory(a *auditDB) string {
+	return url.QueryEscape(a.loader.effectiveAt(a.loader.loaded / 2).Format(time.RFC3339))
+}
+
 var auditQueries = []auditQuery{
-	{"entries page", "first page of entries", func(*bulkLoader) string {
+	{"entries page", "first page of entries", func(*auditDB) string {
 		return "/v1/ledger/entries?limit=50"
 	}, true},
 	{"entries page", "page of one account's entries after a cursor in the middle", nil, true},
-	{"balance as of", "balance of " + statementAccount + " as of the middle of the history", func(l *bulkLoader) string {
-		return "/v1/ledger/accounts/" + statementAccount + "/balance?asOf=" + url.QueryEscape(l.effectiveAt(l.loaded/2).Format(time.RFC3339))
+	{"balance as of", "balance of " + statementAccount + " as of the middle of the history", func(a *auditDB) string {
+		return "/v1/ledger/accounts/" + statementAccount + "/balance?asOf=" + middleOfHistory(a)
 	}, true},
-	{"trial balance", "trial balance as of the middle of the history", func(l *bulkLoader) string {
-		return "/v1/ledger/trial-balance?asOf=" + url.QueryEscape(l.effectiveAt(l.loaded/2).Format(time.RFC3339))
+	{"trial balance", "trial balance as of the middle of the history", func(a *auditDB) string {
+		return "/v1/ledger/trial-balance?asOf=" + middleOfHistory(a)
 	}, false},
 }
 
 // auditScenario times the auditor's queries on a ledger of the small and
 // of the large size.
 func (b *bench) auditScenario(ctx context.Context) error {
-	if err := b.prepareTasks(ctx); err != nil {
-		return err
-	}
-	if b.bulk == nil {
-		b.bulk = newBulkLoader(b, b.cfg.statementEntries)
-	}
-	_, token, err := postgres.NewTokens(b.env.pool).Create(ctx, "auditor", "billbench", nil)
+	a, err := b.openAuditDB(ctx)
 	if err != nil {
 		return err
 	}
@@ -146,17 +183,20 @@ func (b *bench) auditScenario(ctx context.Context) error {
 	times := make([]map[int]time.Duration, len(sizes))
 	var missing []string
 	for si, entries := range sizes {
-		if err := b.bulk.loadTo(ctx, entries/2); err != nil {
+		if err := a.loader.loadTo(ctx, entries/2); err != nil {
 			return err
 		}
 		var total int
-		if err := b.env.pool.QueryRow(ctx, `SELECT count(*) FROM ledger_entries`).Scan(&total); err != nil {
+		if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM ledger_entries`).Scan(&total); err != nil {
 			return err
+		}
+		if total != entries {
+			return fmt.Errorf("the audit ledger holds %d entries, want %d", total, entries)
 		}
 		times[si] = map[int]time.Duration{}
 		for qi, q := range auditQueries {
-			path := b.auditPath(ctx, q)
-			d, err := b.timeQuery(ctx, token, path)
+			path := a.path(ctx, q)
+			d, err := b.timeQuery(ctx, a, path)
 			var apiErr *apiError
 			if errors.As(err, &apiErr) && apiErr.status == http.StatusNotFound {
 				if si == 0 {
@@ -197,14 +237,14 @@ func (b *bench) auditScenario(ctx context.Context) error {
 	return nil
 }
 
-// auditPath returns the request path of q on the ledger as it is now.
-func (b *bench) auditPath(ctx context.Context, q auditQuery) string {
+// path returns the request path of q on the ledger as it is now.
+func (a *auditDB) path(ctx context.Context, q auditQuery) string {
 	if q.path != nil {
-		return q.path(b.bulk)
+		return q.path(a)
 	}
 	// The cursor is the id of the middle platform_cash entry.
 	var middle int64
-	err := b.env.pool.QueryRow(ctx, `
+	err := a.pool.QueryRow(ctx, `
 		SELECT id FROM ledger_entries WHERE account_id = $1 ORDER BY id
 		OFFSET (SELECT count(*) / 2 FROM ledger_entries WHERE account_id = $1) LIMIT 1`, statementAccount).Scan(&middle)
 	if err != nil {
@@ -215,11 +255,11 @@ func (b *bench) auditPath(ctx context.Context, q auditQuery) string {
 
 // timeQuery returns the median time of queryRepeats GET requests of path,
 // after two untimed ones.
-func (b *bench) timeQuery(ctx context.Context, token, path string) (time.Duration, error) {
+func (b *bench) timeQuery(ctx context.Context, a *auditDB, path string) (time.Duration, error) {
 	var samples []time.Duration
 	for i := range b.cfg.queryRepeats + 2 {
 		start := time.Now()
-		if _, err := b.svc.call(ctx, http.MethodGet, path, token, nil, nil); err != nil {
+		if _, err := a.svc.call(ctx, http.MethodGet, path, a.token, nil, nil); err != nil {
 			return 0, err
 		}
 		if i >= 2 {
@@ -235,36 +275,30 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // bulk transaction loaded, from a freshly started service, and reports the
 // service's memory growth: VmHWM after the export minus VmRSS before it.
 func (b *bench) exportScenario(ctx context.Context) error {
-	if err := b.prepareTasks(ctx); err != nil {
-		return err
-	}
-	if b.bulk == nil {
-		b.bulk = newBulkLoader(b, b.cfg.statementEntries)
-	}
-	if err := b.bulk.loadTo(ctx, b.cfg.statementEntries); err != nil {
-		return err
-	}
-	_, token, err := postgres.NewTokens(b.env.pool).Create(ctx, "auditor", "billbench-export", nil)
+	a, err := b.openAuditDB(ctx)
 	if err != nil {
+		return err
+	}
+	if err := a.loader.loadTo(ctx, b.cfg.statementEntries); err != nil {
 		return err
 	}
 
 	// A fresh process, so VmHWM reflects this export and not earlier load.
-	b.stopService()
-	if err := b.startService(ctx); err != nil {
+	a.svc.proc.stop()
+	if a.svc, err = b.env.startService(ctx, a.url); err != nil {
 		return err
 	}
 	path := "/v1/ledger/accounts/" + statementAccount + "/statement"
-	if _, err := b.svc.call(ctx, http.MethodGet, "/v1/ledger/entries?limit=1", token, nil, nil); err != nil {
+	if _, err := a.svc.call(ctx, http.MethodGet, "/v1/ledger/entries?limit=1", a.token, nil, nil); err != nil {
 		return fmt.Errorf("warm-up request: %w", err)
 	}
-	before, _, err := memory(b.svc.proc.pid())
+	before, _, err := memory(a.svc.proc.pid())
 	if err != nil {
 		return err
 	}
-	sampler := sampleMemory(b.svc.proc.pid(), 50*time.Millisecond)
+	sampler := sampleMemory(a.svc.proc.pid(), 50*time.Millisecond)
 	start := time.Now()
-	lines, err := b.streamCSV(ctx, token, path)
+	lines, err := a.streamCSV(ctx, path)
 	elapsed := time.Since(start)
 	peak, sampleErr := sampler.stop()
 	var apiErr *apiError
@@ -278,7 +312,7 @@ func (b *bench) exportScenario(ctx context.Context) error {
 	if sampleErr != nil {
 		return sampleErr
 	}
-	_, hwm, err := memory(b.svc.proc.pid())
+	_, hwm, err := memory(a.svc.proc.pid())
 	if err != nil {
 		return err
 	}
@@ -295,12 +329,12 @@ func (b *bench) exportScenario(ctx context.Context) error {
 }
 
 // streamCSV reads a CSV statement to its end and returns its line count.
-func (b *bench) streamCSV(ctx context.Context, token, path string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.svc.base+path, nil)
+func (a *auditDB) streamCSV(ctx context.Context, path string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.svc.base+path, nil)
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+a.token)
 	req.Header.Set("Accept", "text/csv")
 	client := &http.Client{Timeout: 30 * time.Minute}
 	resp, err := client.Do(req)

@@ -35,6 +35,8 @@ type env struct {
 	emulatorURL string
 	migration   int
 	keep        bool
+	// extraDBs are further databases of the run, dropped with the first.
+	extraDBs []string
 }
 
 // setupEnv creates the database, migrates it, builds billingd and starts
@@ -74,7 +76,7 @@ func setupEnv(ctx context.Context, keep bool) (*env, error) {
 	}
 	e.emulatorURL = "http://" + addr
 	e.emulator, err = e.start(ctx, "emulator", []string{"stripe-emulator"},
-		map[string]string{"STRIPE_EMULATOR_ADDR": addr}, e.emulatorURL+"/_emulator/clock")
+		map[string]string{"DATABASE_URL": e.databaseURL, "STRIPE_EMULATOR_ADDR": addr}, e.emulatorURL+"/_emulator/clock")
 	if err != nil {
 		return e, err
 	}
@@ -90,28 +92,51 @@ func (e *env) close() {
 		e.pool.Close()
 	}
 	if e.keep {
-		fmt.Fprintf(os.Stderr, "billbench: kept database %s and %s\n", e.dbName, e.dir)
+		fmt.Fprintf(os.Stderr, "billbench: kept databases %s %s and %s\n", e.dbName, strings.Join(e.extraDBs, " "), e.dir)
 		return
 	}
-	if e.dbName != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := pgtest.DropDatabase(ctx, e.dbName); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, name := range append([]string{e.dbName}, e.extraDBs...) {
+		if name == "" {
+			continue
+		}
+		if err := pgtest.DropDatabase(ctx, name); err != nil {
 			fmt.Fprintf(os.Stderr, "billbench: %v\n", err)
 		}
 	}
 	os.RemoveAll(e.dir)
 }
 
-// service starts `billingd serve` against the benchmark database and the
-// emulator process, with the service's default settings otherwise.
-func (e *env) service(ctx context.Context) (*process, string, error) {
+// createDatabase creates and migrates a further database for the run.
+func (e *env) createDatabase(ctx context.Context) (string, *pgxpool.Pool, error) {
+	name, err := pgtest.CreateDatabase(ctx, "bench")
+	if err != nil {
+		return "", nil, err
+	}
+	e.extraDBs = append(e.extraDBs, name)
+	url := pgtest.DatabaseURL(name)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, err := postgres.Migrate(ctx, pool, migrations.FS); err != nil {
+		pool.Close()
+		return "", nil, fmt.Errorf("migrate %s: %w", name, err)
+	}
+	return url, pool, nil
+}
+
+// service starts `billingd serve` against databaseURL and the emulator
+// process, with the service's default settings otherwise.
+func (e *env) service(ctx context.Context, databaseURL string) (*process, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	base := "http://" + addr
 	p, err := e.start(ctx, "service", []string{"serve"}, map[string]string{
+		"DATABASE_URL":         databaseURL,
 		"LISTEN_ADDR":          addr,
 		"STRIPE_EMULATOR_ADDR": strings.TrimPrefix(e.emulatorURL, "http://"),
 	}, base+"/readyz")
@@ -133,7 +158,7 @@ func (e *env) start(ctx context.Context, name string, args []string, vars map[st
 		return nil, err
 	}
 	cmd := exec.Command(e.binary, args...)
-	cmd.Env = childEnv(e.databaseURL, vars)
+	cmd.Env = childEnv(vars)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
@@ -169,8 +194,8 @@ func (e *env) start(ctx context.Context, name string, args []string, vars map[st
 }
 
 // childEnv is the environment of a child process: the benchmark's own,
-// without any Stripe key, so Stripe is always the emulator.
-func childEnv(databaseURL string, vars map[string]string) []string {
+// without any Stripe key, so Stripe is always the emulator, plus vars.
+func childEnv(vars map[string]string) []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
@@ -180,7 +205,6 @@ func childEnv(databaseURL string, vars map[string]string) []string {
 		}
 		out = append(out, kv)
 	}
-	out = append(out, "DATABASE_URL="+databaseURL)
 	for k, v := range vars {
 		out = append(out, k+"="+v)
 	}

@@ -132,6 +132,9 @@ func run(ctx context.Context, cfg config, outPath string, keep bool, only string
 		}
 	}
 	b.stopService()
+	if b.audit != nil {
+		b.audit.close()
+	}
 
 	if !cfg.short {
 		b.runProfiles(ctx)
@@ -170,7 +173,7 @@ type bench struct {
 	// appTasks and baseTasks are authorized tasks left by the task
 	// scenario, for the relay scenario to complete.
 	appTasks, baseTasks taskPool
-	bulk                *bulkLoader
+	audit               *auditDB
 }
 
 // newPool opens a pool on the benchmark database with maxConns connections

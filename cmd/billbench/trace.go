@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -186,7 +187,7 @@ func (s *substitution) apply(v string) string {
 		return v
 	}
 	if s.replacer == nil {
-		s.replacer = strings.NewReplacer(s.pairs...)
+		s.replacer = longestFirst(s.pairs)
 	}
 	return s.replacer.Replace(v)
 }
@@ -218,6 +219,21 @@ func (s *substitution) applyArg(v any) any {
 		return &t
 	}
 	return v
+}
+
+// longestFirst builds a replacer that tries longer old strings first, so a
+// client secret such as pi_X_secret_Y maps as a whole before its prefix pi_X.
+func longestFirst(pairs []string) *strings.Replacer {
+	idx := make([]int, 0, len(pairs)/2)
+	for i := 0; i < len(pairs); i += 2 {
+		idx = append(idx, i)
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return len(pairs[idx[a]]) > len(pairs[idx[b]]) })
+	ordered := make([]string, 0, len(pairs))
+	for _, i := range idx {
+		ordered = append(ordered, pairs[i], pairs[i+1])
+	}
+	return strings.NewReplacer(ordered...)
 }
 
 // replayer runs traces against the database and the emulator.

@@ -95,7 +95,7 @@ func (l *Ledger) reverseInTx(ctx context.Context, tx ports.Tx, actor Actor, tran
 	if original.Pending || original.Kind == domain.LedgerVoid || original.Kind == domain.LedgerReversal {
 		return Reversal{}, fmt.Errorf("%w: %s is a %s; reverse a posted transaction instead", ErrNotReversible, original.ID, original.Kind)
 	}
-	if err := lockPayment(ctx, tx, original.Meta.PaymentID); err != nil {
+	if err := lockLedgerPayment(ctx, tx, original.Meta.PaymentID); err != nil {
 		return Reversal{}, err
 	}
 
@@ -124,11 +124,11 @@ func (l *Ledger) reverseInTx(ctx context.Context, tx ports.Tx, actor Actor, tran
 	return Reversal{Transaction: reversal, Created: true}, err
 }
 
-// lockPayment locks the payment a transaction belongs to, so a reversal
+// lockLedgerPayment locks the payment a transaction belongs to, so a reversal
 // and the payment's money steps, which lock the same row, do not interleave
 // their balance checks and postings. A transaction without a stored payment
 // has nothing to lock.
-func lockPayment(ctx context.Context, tx ports.Tx, paymentID string) error {
+func lockLedgerPayment(ctx context.Context, tx ports.Tx, paymentID string) error {
 	if paymentID == "" {
 		return nil
 	}

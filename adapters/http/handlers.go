@@ -304,7 +304,11 @@ func (s *Server) listLedgerEntries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	filter := ports.LedgerEntryFilter{TaskID: q.Get("taskId"), PaymentID: q.Get("paymentId"), AccountID: q.Get("accountId")}
+	filter, err := entryFilterOf(q)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
 	entries, more, err := s.d.Ledger.Entries(r.Context(), filter, page)
 	if err != nil {
 		writeError(w, r, err)

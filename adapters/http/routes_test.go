@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -374,6 +375,108 @@ func TestZeroDecimalCurrencyEndToEnd(t *testing.T) {
 		t.Errorf("transfers = %v, want ¥975", transfers)
 	}
 	assertLedgerBalances(t, w.ledgerOf(t, taskID), "jpy")
+}
+
+func TestUnreachableStripeDefersHoldToRelay(t *testing.T) {
+	w := newWorld(t)
+	w.saveCard(t, w.customer, "pm_card_visa")
+	// The next PaymentIntent creation fails with a 500 and no effect; the
+	// control API removes the rule after that one failure.
+	w.s.emulatorControl(t, http.MethodPost, "/_emulator/faults",
+		map[string]any{"method": "POST", "path": "/v1/payment_intents", "status": 500, "rate": 1, "count": 1})
+	t.Cleanup(func() { w.s.emulatorControl(t, http.MethodDelete, "/_emulator/faults", nil) })
+
+	res := w.createTask(t, w.customer, w.agentID, 100)
+	if res.status != http.StatusAccepted || str(res.body, "payment.status") != "authorizing" || str(res.body, "status") != "pending_payment" {
+		t.Fatalf("create task while Stripe fails: %d %s, want 202 with the payment authorizing", res.status, res.raw)
+	}
+
+	p := w.waitForPayment(t, w.customer, str(res.body, "payment.id"), "authorized")
+	task := w.s.call(t, http.MethodGet, "/v1/tasks/"+str(res.body, "id"), w.customer, nil)
+	if str(task.body, "status") != "matched" {
+		t.Errorf("task after the relay placed the hold = %s, want matched", task.raw)
+	}
+	holds := 0
+	for _, pi := range w.s.emulatorObjects(t, "payment_intent", nil) {
+		if str(pi, "metadata.payment_id") == str(p, "id") {
+			holds++
+		}
+	}
+	if holds != 1 {
+		t.Errorf("the emulator holds %d intents for payment %s, want 1", holds, str(p, "id"))
+	}
+}
+
+// Completions and cancellations race over HTTP on one task. The row locks
+// of PostgreSQL must let exactly one win, and only its money step may run.
+func TestConcurrentCloseOverHTTP(t *testing.T) {
+	w := newWorld(t)
+	w.saveCard(t, w.customer, "pm_card_visa")
+	created := w.createTask(t, w.customer, w.agentID, 100)
+	taskID, paymentID := str(created.body, "id"), str(created.body, "payment.id")
+
+	const workers = 12
+	statuses := make([]int, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path, token := "/v1/tasks/"+taskID+"/complete", w.agent
+			if i%2 == 1 {
+				path, token = "/v1/tasks/"+taskID+"/cancel", w.customer
+			}
+			req, err := http.NewRequest(http.MethodPost, w.s.api.URL+path, nil)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			<-start
+			res, err := w.s.client.Do(req)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			res.Body.Close()
+			statuses[i] = res.StatusCode
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	wins := 0
+	for i := range workers {
+		switch {
+		case errs[i] != nil:
+			t.Errorf("worker %d: %v", i, errs[i])
+		case statuses[i] == http.StatusOK:
+			wins++
+		case statuses[i] != http.StatusConflict:
+			t.Errorf("worker %d: status %d, want 200 or 409", i, statuses[i])
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d requests closed the task, want exactly 1", wins)
+	}
+
+	task := w.s.call(t, http.MethodGet, "/v1/tasks/"+taskID, w.customer, nil)
+	final := "released"
+	if str(task.body, "status") == "completed" {
+		final = "transferred"
+	}
+	p := w.waitForPayment(t, w.customer, paymentID, final)
+	intent := w.s.emulatorObjects(t, "payment_intent", map[string]string{"id": str(p, "stripePaymentIntentId")})[0]
+	transfers := w.s.emulatorObjects(t, "transfer", map[string]string{"transfer_group": taskID})
+	if final == "transferred" && (intent["status"] != "succeeded" || len(transfers) != 1) {
+		t.Errorf("completed task: intent %v and %d transfers, want succeeded and 1", intent["status"], len(transfers))
+	}
+	if final == "released" && (intent["status"] != "canceled" || len(transfers) != 0) {
+		t.Errorf("cancelled task: intent %v and %d transfers, want canceled and none", intent["status"], len(transfers))
+	}
+	assertLedgerBalances(t, w.ledgerOf(t, taskID), "usd")
 }
 
 func TestCancelReleasesHoldAtStripe(t *testing.T) {

@@ -262,6 +262,29 @@ func (s *stack) emulatorCall(t *testing.T, method, path string, form url.Values)
 	return out
 }
 
+// emulatorControl sends a JSON request to the emulator's control API.
+func (s *stack) emulatorControl(t *testing.T, method, path string, body any) {
+	t.Helper()
+	raw, err := json.Marshal(body)
+	if err != nil {
+		t.Fatalf("encode control body: %v", err)
+	}
+	req, err := http.NewRequest(method, s.emulator.URL+path, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("build control request: %v", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("emulator %s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		msg, _ := io.ReadAll(res.Body)
+		t.Fatalf("emulator %s %s: status %d: %s", method, path, res.StatusCode, msg)
+	}
+}
+
 // emulatorObjects lists the emulator's stored objects of one type whose
 // top-level fields equal the filters, oldest first. The control API
 // filters on some fields only, such as transfer_group, so every filter is

@@ -3,11 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -145,30 +148,160 @@ func (a *auditDB) close() {
 	a.pool.Close()
 }
 
+// waitSealed waits until the service's ledger sealer has given every
+// committed transaction its place in the hash chain. Listings show sealed
+// entries only and seal a little on each read, so timing them before the
+// sealer caught up with a bulk load would time the sealing.
+func waitSealed(ctx context.Context, pool *pgxpool.Pool) error {
+	started := time.Now()
+	deadline := started.Add(20 * time.Minute)
+	for {
+		var queued int64
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM ledger_unsealed`).Scan(&queued); err != nil {
+			return fmt.Errorf("read the sealer's queue: %w", err)
+		}
+		if queued == 0 {
+			if waited := time.Since(started); waited > time.Second {
+				logf("the ledger sealer caught up in %s", waited.Round(time.Second))
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d ledger transactions are still unsealed after 20 minutes", queued)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // auditQuery is one auditor request whose time the scenario compares.
 type auditQuery struct {
 	name, measure string
-	path          func(a *auditDB) string
+	path          func(ctx context.Context, a *auditDB) (string, error)
+	// check validates the first response, so a route that ignores a
+	// parameter cannot pass as fast.
+	check func(ctx context.Context, a *auditDB, body []byte) error
 	// bound is true for the queries whose time at the large size must stay
 	// within twice the time at the small size.
 	bound bool
 }
 
-func middleOfHistory(a *auditDB) string {
-	return url.QueryEscape(a.loader.effectiveAt(a.loader.loaded / 2).Format(time.RFC3339))
+// middleOfHistory is an instant half a second after the middle bulk
+// transaction, so no entry sits exactly on it whatever the route's
+// inclusivity.
+func middleOfHistory(a *auditDB) time.Time {
+	return a.loader.effectiveAt(a.loader.loaded / 2).Add(500 * time.Millisecond)
 }
 
 var auditQueries = []auditQuery{
-	{"entries page", "first page of entries", func(*auditDB) string {
-		return "/v1/ledger/entries?limit=50"
-	}, true},
-	{"entries page", "page of one account's entries after a cursor in the middle", nil, true},
-	{"balance as of", "balance of " + statementAccount + " as of the middle of the history", func(a *auditDB) string {
-		return "/v1/ledger/accounts/" + statementAccount + "/balance?asOf=" + middleOfHistory(a)
-	}, true},
-	{"trial balance", "trial balance as of the middle of the history", func(a *auditDB) string {
-		return "/v1/ledger/trial-balance?asOf=" + middleOfHistory(a)
-	}, false},
+	{
+		name: "entries page", measure: "first page of 50 entries", bound: true,
+		path: func(context.Context, *auditDB) (string, error) { return "/v1/ledger/entries?limit=50", nil },
+		check: func(_ context.Context, _ *auditDB, body []byte) error {
+			return checkEntries(body, 0, "")
+		},
+	},
+	{
+		name: "entries page", measure: "page of 50 " + statementAccount + " entries after a cursor in the middle", bound: true,
+		path: func(ctx context.Context, a *auditDB) (string, error) {
+			cursor, err := a.middleEntry(ctx)
+			return fmt.Sprintf("/v1/ledger/entries?accountId=%s&startingAfter=le_%d&limit=50", statementAccount, cursor), err
+		},
+		check: func(ctx context.Context, a *auditDB, body []byte) error {
+			cursor, err := a.middleEntry(ctx)
+			if err != nil {
+				return err
+			}
+			return checkEntries(body, cursor, statementAccount)
+		},
+	},
+	{
+		name: "balance as of", measure: "balance of " + statementAccount + " as of the middle of the history", bound: true,
+		path: func(_ context.Context, a *auditDB) (string, error) {
+			return "/v1/ledger/accounts/" + statementAccount + "/balance?asOf=" + url.QueryEscape(middleOfHistory(a).Format(time.RFC3339Nano)), nil
+		},
+		check: checkBalance,
+	},
+	{
+		name: "trial balance", measure: "trial balance as of the middle of the history",
+		path: func(_ context.Context, a *auditDB) (string, error) {
+			return "/v1/ledger/trial-balance?asOf=" + url.QueryEscape(middleOfHistory(a).Format(time.RFC3339Nano)), nil
+		},
+		check: func(_ context.Context, _ *auditDB, body []byte) error {
+			var tb struct {
+				Balanced   bool  `json:"balanced"`
+				Currencies []any `json:"currencies"`
+			}
+			if err := json.Unmarshal(body, &tb); err != nil {
+				return err
+			}
+			if !tb.Balanced || len(tb.Currencies) == 0 {
+				return fmt.Errorf("trial balance is not balanced or lists no currency: %s", truncate(string(body), 300))
+			}
+			return nil
+		},
+	},
+}
+
+// checkEntries checks a page of 50 entries, all after cursor and, when
+// account is set, all of that account.
+func checkEntries(body []byte, cursor int64, account string) error {
+	var page struct {
+		Data []struct {
+			ID      string `json:"id"`
+			Account string `json:"account"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		return err
+	}
+	if len(page.Data) != 50 {
+		return fmt.Errorf("the page has %d entries, want 50", len(page.Data))
+	}
+	for _, e := range page.Data {
+		id, err := strconv.ParseInt(strings.TrimPrefix(e.ID, "le_"), 10, 64)
+		if err != nil || id <= cursor {
+			return fmt.Errorf("entry %s is not after the cursor le_%d", e.ID, cursor)
+		}
+		if account != "" && e.Account != account {
+			return fmt.Errorf("entry %s is of account %s, want %s", e.ID, e.Account, account)
+		}
+	}
+	return nil
+}
+
+// checkBalance compares the posted balance with the sum of the entries
+// effective up to the instant, whatever sign convention the route uses.
+func checkBalance(ctx context.Context, a *auditDB, body []byte) error {
+	var balance struct {
+		Balances []struct {
+			Currency    string `json:"currency"`
+			PostedCents int64  `json:"postedCents"`
+		} `json:"balances"`
+	}
+	if err := json.Unmarshal(body, &balance); err != nil {
+		return err
+	}
+	var want int64
+	err := a.pool.QueryRow(ctx, `SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE account_id = $1 AND effective_at <= $2`,
+		statementAccount, middleOfHistory(a)).Scan(&want)
+	if err != nil {
+		return err
+	}
+	if len(balance.Balances) != 1 || abs(balance.Balances[0].PostedCents) != abs(want) {
+		return fmt.Errorf("balance %s, want posted %d usd: %s", statementAccount, abs(want), truncate(string(body), 300))
+	}
+	return nil
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 // auditScenario times the auditor's queries on a ledger of the small and
@@ -193,10 +326,16 @@ func (b *bench) auditScenario(ctx context.Context) error {
 		if total != entries {
 			return fmt.Errorf("the audit ledger holds %d entries, want %d", total, entries)
 		}
+		if err := waitSealed(ctx, a.pool); err != nil {
+			return err
+		}
 		times[si] = map[int]time.Duration{}
 		for qi, q := range auditQueries {
-			path := a.path(ctx, q)
-			d, err := b.timeQuery(ctx, a, path)
+			path, err := q.path(ctx, a)
+			if err != nil {
+				return err
+			}
+			d, err := b.timeQuery(ctx, a, path, q)
 			var apiErr *apiError
 			if errors.As(err, &apiErr) && apiErr.status == http.StatusNotFound {
 				if si == 0 {
@@ -237,32 +376,32 @@ func (b *bench) auditScenario(ctx context.Context) error {
 	return nil
 }
 
-// path returns the request path of q on the ledger as it is now.
-func (a *auditDB) path(ctx context.Context, q auditQuery) string {
-	if q.path != nil {
-		return q.path(a)
-	}
-	// The cursor is the id of the middle platform_cash entry.
-	var middle int64
+// middleEntry returns the id of the middle platform_cash entry.
+func (a *auditDB) middleEntry(ctx context.Context) (int64, error) {
+	var id int64
 	err := a.pool.QueryRow(ctx, `
 		SELECT id FROM ledger_entries WHERE account_id = $1 ORDER BY id
-		OFFSET (SELECT count(*) / 2 FROM ledger_entries WHERE account_id = $1) LIMIT 1`, statementAccount).Scan(&middle)
-	if err != nil {
-		middle = 1
-	}
-	return fmt.Sprintf("/v1/ledger/entries?accountId=%s&after=%d&limit=50", statementAccount, middle)
+		OFFSET (SELECT count(*) / 2 FROM ledger_entries WHERE account_id = $1) LIMIT 1`, statementAccount).Scan(&id)
+	return id, err
 }
 
-// timeQuery returns the median time of queryRepeats GET requests of path,
-// after two untimed ones.
-func (b *bench) timeQuery(ctx context.Context, a *auditDB, path string) (time.Duration, error) {
+// timeQuery checks the response of path, then returns the median time of
+// queryRepeats GET requests after two untimed ones.
+func (b *bench) timeQuery(ctx context.Context, a *auditDB, path string, q auditQuery) (time.Duration, error) {
+	var body json.RawMessage
+	if _, err := a.svc.call(ctx, http.MethodGet, path, a.token, nil, &body); err != nil {
+		return 0, err
+	}
+	if err := q.check(ctx, a, body); err != nil {
+		return 0, fmt.Errorf("GET %s: %w", path, err)
+	}
 	var samples []time.Duration
-	for i := range b.cfg.queryRepeats + 2 {
+	for i := range b.cfg.queryRepeats + 1 {
 		start := time.Now()
 		if _, err := a.svc.call(ctx, http.MethodGet, path, a.token, nil, nil); err != nil {
 			return 0, err
 		}
-		if i >= 2 {
+		if i >= 1 {
 			samples = append(samples, time.Since(start))
 		}
 	}
@@ -280,6 +419,9 @@ func (b *bench) exportScenario(ctx context.Context) error {
 		return err
 	}
 	if err := a.loader.loadTo(ctx, b.cfg.statementEntries); err != nil {
+		return err
+	}
+	if err := waitSealed(ctx, a.pool); err != nil {
 		return err
 	}
 

@@ -259,3 +259,31 @@ func TestBulkLoadIsBalanced(t *testing.T) {
 		t.Errorf("last effective time %v is in the future", last)
 	}
 }
+
+func TestWriteReportKeepsHandWrittenText(t *testing.T) {
+	path := t.TempDir() + "/benchmarks.md"
+	if err := writeReport(path, "first run\n"); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := "intro\n" + string(data) + "## Analysis\nkept\n"
+	if err := os.WriteFile(path, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := writeReport(path, "second run\n"); err != nil {
+		t.Fatal(err)
+	}
+	data, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(data)
+	want := "intro\n" + generatedBegin + "\nsecond run\n" + generatedEnd + "\n## Analysis\nkept\n"
+	if got != want {
+		t.Errorf("report after the second run:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -173,6 +173,7 @@ func (b *bench) markdown() string {
 	}
 	s.WriteString("\n")
 
+	s.WriteString(method)
 	if len(b.notes) > 0 {
 		s.WriteString("## Notes\n\n")
 		for _, n := range b.notes {
@@ -185,3 +186,32 @@ func (b *bench) markdown() string {
 	}
 	return s.String()
 }
+
+// method explains how each scenario measures; it is the same for every run.
+const method = `## Method
+
+Each ratio comes from interleaved rounds: the application and its baseline take turns, and each side's figure is the median of its rounds.
+Interleaving spreads the noise of a shared machine over both sides instead of charging a burst to whichever side ran during it.
+
+The baselines do not guess what the application sends.
+billbench records the SQL statements of one operation of the application with a pgx tracer, and its Stripe requests with an HTTP transport, then replays them with fresh ids.
+A replayed statement whose command tag differs from the recorded one, such as ` + "`UPDATE 0`" + ` for ` + "`UPDATE 1`" + `, stops the run, so a baseline cannot do less work than the application.
+The recorded statements are listed at the end of this page.
+
+- Ledger posting: one posting is one unit of work (` + "`Store.InTx`" + `) that appends a hold and the capture that resolves it through ` + "`Ledger().Append`" + `.
+  These are two ledger transactions of three entries each: customer_authorizations, the writer's agent payable and platform_fee_revenue.
+  Each writer has its own agent, and the pool has one connection per writer.
+  The baseline replays the same statements in the same database transaction.
+- Hot account: the same postings, against postings where customer_authorizations and platform_fee_revenue are replaced by accounts of each writer, so no two writers share an account.
+- Create paid task: ` + "`POST /v1/tasks`" + ` against ` + "`billingd serve`" + `, one customer with a saved card per client, each answer checked to be 201 with the task matched and the payment authorized.
+  The baseline replays the token check, every statement of the request and the emulator's PaymentIntent create-and-confirm request, with a pool of the service's default size.
+  Its outbox rows go to a table of their own, so the service's relay does not run them.
+- Completion to transfer: the relay's rate is measured by completing tasks through the API faster than the relay drains them, from the first completion to the last transfer recorded in the ledger, with two messages (capture, transfer) per completion.
+  The baseline is a watermill-sql subscriber with the relay's settings (one message per query transaction, delete on acknowledgement, 200 ms polling) on a table of its own, whose handler replays the recorded statements and emulator requests of the capture and transfer steps.
+  The latency run then completes tasks at half the measured rate and takes, per task, the time from the API's answer to the transfer's ` + "`recorded_at`" + `, both read from the same machine clock.
+- Auditor queries: a second database holds only generated, balanced transactions of two entries (an agent payable and platform_cash, one second apart), inserted in bulk with the ledger's triggers on.
+  Each query is checked once, then timed as the median of repeated requests to a service running on that database.
+- Export: the CSV statement of platform_cash is streamed from a freshly started service, and the growth is VmHWM after the export minus VmRSS before it.
+- Service memory: VmHWM of ` + "`billingd serve`" + ` (the emulator runs as its own process) read from ` + "`/proc/<pid>/status`" + ` after the 32-client runs.
+
+`

@@ -81,6 +81,7 @@ func newContractEnv(t *testing.T, configure ...func(*Deps)) *contractEnv {
 		Billing: billing, Tasks: tasks, Agents: application.NewAgents(store, clock, ids, []domain.Currency{usd, jpy}, log),
 		Ledger: postgres.NewLedgerReader(pool), Auth: contractTokenAuth{tokens}, Log: log,
 		Contract: ContractDeps{Idempotency: contractKeyStore{keys}, IDs: ids},
+		Admin:    AdminDeps{Admin: application.NewAdmin(store, clock, log)},
 	}
 	for _, c := range configure {
 		c(&deps)
@@ -156,13 +157,32 @@ func (e *contractEnv) send(req contractRequest) contractResponse {
 
 // sendE is send for goroutines, which must not call t.Fatal.
 func (e *contractEnv) sendE(req contractRequest) (contractResponse, error) {
+	httpReq, err := e.newRequest(req)
+	if err != nil {
+		return contractResponse{}, err
+	}
+
+	resp, err := http.DefaultClient.Do(httpReq)
+	if err != nil {
+		return contractResponse{}, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return contractResponse{}, err
+	}
+	return contractResponse{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
+}
+
+// newRequest builds the HTTP request of req against the API server.
+func (e *contractEnv) newRequest(req contractRequest) (*http.Request, error) {
 	var body io.Reader
 	if req.Body != "" {
 		body = strings.NewReader(req.Body)
 	}
 	httpReq, err := http.NewRequestWithContext(e.ctx, req.Method, e.api.URL+req.Path, body)
 	if err != nil {
-		return contractResponse{}, err
+		return nil, err
 	}
 	if req.Token != "" {
 		httpReq.Header.Set("Authorization", "Bearer "+req.Token)
@@ -176,16 +196,7 @@ func (e *contractEnv) sendE(req contractRequest) (contractResponse, error) {
 	for k, v := range req.Header {
 		httpReq.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(httpReq)
-	if err != nil {
-		return contractResponse{}, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return contractResponse{}, err
-	}
-	return contractResponse{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
+	return httpReq, nil
 }
 
 // expect sends req and fails the test unless the status is want.

@@ -21,6 +21,12 @@ const (
 	outcomeTransferred
 	outcomeTransferFailed
 	outcomeReleased
+	// outcomeReauthorized: a new hold replaces the current one.
+	outcomeReauthorized
+	// outcomeReauthFailed: no new hold could be placed.
+	outcomeReauthFailed
+	// outcomeReplacedReleased: a replaced hold was cancelled at Stripe.
+	outcomeReplacedReleased
 )
 
 // outcome is a step's result at Stripe, ready to be recorded.
@@ -84,6 +90,21 @@ func (s *Steps) call(ctx context.Context, c claim) (outcome, error) {
 			return s.releaseState(ctx, p.StripePaymentIntentID, err)
 		}
 		return outcome{}, err
+
+	case domain.StepReauthorize:
+		return s.reauthorize(ctx, c, key)
+
+	case domain.StepReleasePrevious:
+		pi, err := s.gateway.CancelPaymentIntent(ctx, c.target, key)
+		if err == nil {
+			return outcome{kind: outcomeReplacedReleased, intent: pi, reason: "replaced hold released"}, nil
+		}
+		if isFinal(err) {
+			o, stateErr := s.releaseState(ctx, c.target, err)
+			o.kind = outcomeReplacedReleased
+			return o, stateErr
+		}
+		return outcome{}, err
 	}
 	return outcome{}, fmt.Errorf("unknown payment step %q", c.msg.Step)
 }
@@ -136,6 +157,26 @@ func (s *Steps) reconcile(ctx context.Context, c *claim) (bool, error) {
 		if ok {
 			o, found = outcome{kind: outcomeTransferred, transfer: t}, true
 		}
+
+	case domain.StepReauthorize:
+		// The newest intent of the payment is the renewal's when an earlier
+		// attempt placed it; the current hold's intent means it did not.
+		pi, ok, err := s.gateway.FindPaymentIntent(ctx, p.StripeCustomerID, p.ID)
+		if err != nil {
+			return false, err
+		}
+		if ok && pi.ID != p.StripePaymentIntentID && pi.Status == ports.PIRequiresCapture {
+			o, found = outcome{kind: outcomeReauthorized, intent: pi}, true
+		}
+
+	case domain.StepReleasePrevious:
+		pi, err := s.gateway.GetPaymentIntent(ctx, c.target)
+		if err != nil {
+			return false, err
+		}
+		if pi.Status == ports.PICanceled {
+			o, found = outcome{kind: outcomeReplacedReleased, intent: pi, reason: "replaced hold released"}, true
+		}
 	}
 
 	if found {
@@ -143,6 +184,35 @@ func (s *Steps) reconcile(ctx context.Context, c *claim) (bool, error) {
 		return true, s.record(ctx, *c, o)
 	}
 	return false, s.newAttempt(ctx, c)
+}
+
+// reauthorize places a new off-session hold on the customer's default card
+// for the payment's full amount. A missing card, a decline or a request for
+// authentication ends the renewal; the customer is off-session and cannot
+// confirm.
+func (s *Steps) reauthorize(ctx context.Context, c claim, key string) (outcome, error) {
+	p := c.payment
+	if c.defaultCard == "" {
+		return outcome{kind: outcomeReauthFailed, reason: "the customer has no default card"}, nil
+	}
+	pi, err := s.gateway.Authorize(ctx, ports.AuthorizeInput{
+		PaymentID: p.ID, TaskID: p.TaskID, CustomerID: p.StripeCustomerID,
+		PaymentMethodID: c.defaultCard, Amount: p.Amount, IdempotencyKey: key,
+	})
+	var ge *ports.GatewayError
+	switch {
+	case err == nil && pi.Status == ports.PIRequiresCapture:
+		return outcome{kind: outcomeReauthorized, intent: pi}, nil
+	case err == nil:
+		return outcome{kind: outcomeReauthFailed, intent: pi, reason: fmt.Sprintf("the new payment intent %s is %s", pi.ID, pi.Status)}, nil
+	case errors.As(err, &ge) && (ge.Kind == ports.GatewayCardError || ge.Kind == ports.GatewayInvalidRequest):
+		decline := ge.DeclineCode
+		if decline == "" {
+			decline = ge.Code
+		}
+		return outcome{kind: outcomeReauthFailed, reason: "the new hold was declined: " + decline, declineCode: decline}, nil
+	}
+	return outcome{}, err
 }
 
 // captureState reads an intent after Stripe refused a capture.

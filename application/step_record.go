@@ -10,17 +10,30 @@ import (
 )
 
 // record applies a step's outcome to the payment, its task and the ledger
-// in one unit of work, queues the next step and marks the step done.
+// in one unit of work, queues the next step and marks the step done. The
+// step is marked done before the outcome is applied, so an outcome that
+// queues the same step again (one more replaced hold) leaves it open.
 func (s *Steps) record(ctx context.Context, c claim, o outcome) error {
 	var applied domain.PaymentRecord
 	var changed bool
-	err := s.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx ports.Tx) error {
 		p, err := tx.Payments().GetForUpdate(ctx, c.msg.PaymentID)
 		if err != nil {
 			return err
 		}
 		task, err := tx.Tasks().GetForUpdate(ctx, p.TaskID())
 		if err != nil {
+			return err
+		}
+
+		st, err := tx.Payments().Step(ctx, c.msg.PaymentID, c.msg.Step)
+		if err != nil {
+			return err
+		}
+		st.Done = true
+		st.LeaseUntil = time.Time{}
+		st.LastError = o.reason
+		if err := tx.Payments().SaveStep(ctx, st); err != nil {
 			return err
 		}
 
@@ -42,21 +55,13 @@ func (s *Steps) record(ctx context.Context, c claim, o outcome) error {
 				return err
 			}
 			if next != "" {
-				if err := tx.Outbox().Enqueue(ctx, ports.OutboxMessage{PaymentID: p.ID(), Step: next, RequestID: c.msg.RequestID}); err != nil {
+				if err := requeueStep(ctx, tx, p.ID(), next, c.msg.RequestID); err != nil {
 					return err
 				}
 			}
 		}
 		applied = p.Record()
-
-		st, err := tx.Payments().Step(ctx, c.msg.PaymentID, c.msg.Step)
-		if err != nil {
-			return err
-		}
-		st.Done = true
-		st.LeaseUntil = time.Time{}
-		st.LastError = o.reason
-		return tx.Payments().SaveStep(ctx, st)
+		return nil
 	})
 	if err != nil {
 		return err
@@ -70,8 +75,13 @@ func (s *Steps) record(ctx context.Context, c claim, o outcome) error {
 // apply changes the payment and task for an outcome, appends the ledger
 // postings it implies and returns the step to queue next, if any.
 func (s *Steps) apply(ctx context.Context, tx ports.Tx, p *domain.Payment, task *domain.Task, o outcome, msg ports.OutboxMessage) (domain.Step, error) {
-	now := s.clock.Now()
-	meta := s.meta(*p, msg, now)
+	return s.applyOutcome(ctx, tx, p, task, o, s.meta(*p, msg, s.clock.Now()))
+}
+
+// applyOutcome is apply with the ledger metadata given, so webhooks can
+// record what they learned from Stripe the same way steps do.
+func (s *Steps) applyOutcome(ctx context.Context, tx ports.Tx, p *domain.Payment, task *domain.Task, o outcome, meta domain.LedgerMeta) (domain.Step, error) {
+	now := meta.EffectiveAt
 
 	switch o.kind {
 	case outcomeAuthorized:
@@ -111,11 +121,33 @@ func (s *Steps) apply(ctx context.Context, tx ports.Tx, p *domain.Payment, task 
 	case outcomeCaptured:
 		return s.applyCapture(ctx, tx, p, o, meta, now)
 
-	case outcomeExpired, outcomeReleased:
+	case outcomeExpired:
+		return s.expireHold(ctx, tx, p, task, o.reason, meta)
+
+	case outcomeReleased:
 		if err := p.MarkReleased(o.reason, now); err != nil {
 			return "", err
 		}
 		return "", s.voidHold(ctx, tx, p.ID(), meta)
+
+	case outcomeReauthorized:
+		return s.applyReauthorized(ctx, tx, p, task, o.intent, meta)
+
+	case outcomeReauthFailed:
+		return s.applyReauthFailed(p, task, o.reason, now)
+
+	case outcomeReplacedReleased:
+		st, err := stripeTx(tx)
+		if err != nil {
+			return "", err
+		}
+		if err := st.Holds().MarkReleased(ctx, o.intent.ID, now); err != nil {
+			return "", err
+		}
+		if _, more, err := st.Holds().NextReplaced(ctx, p.ID()); err != nil || !more {
+			return "", err
+		}
+		return domain.StepReleasePrevious, nil
 
 	case outcomeTransferred:
 		if err := p.MarkTransferred(o.transfer.ID, now); err != nil {
@@ -169,6 +201,118 @@ func (s *Steps) applyCapture(ctx context.Context, tx ports.Tx, p *domain.Payment
 	return domain.StepTransfer, nil
 }
 
+// expireHold applies a hold that Stripe canceled because its capture
+// deadline passed. Under the reauthorize policy an open or completed task
+// gets a new hold, and its capture waits for it. Otherwise the payment is
+// released and a matched task fails, because it can no longer be paid. A
+// completed task whose hold cannot be renewed stays unpaid.
+func (s *Steps) expireHold(ctx context.Context, tx ports.Tx, p *domain.Payment, task *domain.Task, reason string, meta domain.LedgerMeta) (domain.Step, error) {
+	now := meta.EffectiveAt
+	open := task.Status() == domain.TaskMatched || task.Status() == domain.TaskCompleted
+	if s.holdExpiryPolicy() == domain.HoldExpiryReauthorize && open {
+		if err := p.StartReauthorization(reason, now); err != nil {
+			return "", err
+		}
+		return domain.StepReauthorize, s.voidHold(ctx, tx, p.ID(), meta)
+	}
+	if err := p.MarkReleased(reason, now); err != nil {
+		return "", err
+	}
+	if task.Status() == domain.TaskMatched {
+		if err := task.Fail(now); err != nil {
+			return "", err
+		}
+	}
+	return "", s.voidHold(ctx, tx, p.ID(), meta)
+}
+
+// applyReauthorized makes a new hold the payment's hold: the open hold in
+// the ledger is voided and the new one posted, and a hold it replaced is
+// queued for cancellation. A payment that moved on while the new hold was
+// placed keeps its state, and the new hold is cancelled instead.
+func (s *Steps) applyReauthorized(ctx context.Context, tx ports.Tx, p *domain.Payment, task *domain.Task, pi ports.PaymentIntent, meta domain.LedgerMeta) (domain.Step, error) {
+	now := meta.EffectiveAt
+	st, err := stripeTx(tx)
+	if err != nil {
+		return "", err
+	}
+	if p.Status() != domain.PaymentAuthorized && p.Status() != domain.PaymentReauthorizing {
+		s.log.WarnContext(ctx, "new hold arrived after the payment moved on; cancelling it",
+			"payment_id", p.ID(), "status", p.Status(), "payment_intent_id", pi.ID)
+		if err := st.Holds().AddReplaced(ctx, p.ID(), pi.ID, now); err != nil {
+			return "", err
+		}
+		return "", requeueStep(ctx, tx, p.ID(), domain.StepReleasePrevious, meta.RequestID)
+	}
+
+	replaced, err := p.RenewHold(pi.ID, pi.LatestChargeID, pi.CaptureBefore, now)
+	if err != nil {
+		return "", err
+	}
+	if err := s.voidHold(ctx, tx, p.ID(), meta); err != nil {
+		return "", err
+	}
+	meta.Stripe.PaymentIntentID = pi.ID
+	meta.Stripe.ChargeID = pi.LatestChargeID
+	hold, err := domain.HoldPosting(s.ids.NewID("ltx"), p.Record(), meta)
+	if err != nil {
+		return "", err
+	}
+	if err := tx.Ledger().Append(ctx, hold); err != nil {
+		return "", err
+	}
+	if replaced != "" {
+		if err := st.Holds().AddReplaced(ctx, p.ID(), replaced, now); err != nil {
+			return "", err
+		}
+		if err := requeueStep(ctx, tx, p.ID(), domain.StepReleasePrevious, meta.RequestID); err != nil {
+			return "", err
+		}
+	}
+	s.log.InfoContext(ctx, "hold renewed", "payment_id", p.ID(), "payment_intent_id", pi.ID,
+		"replaced_payment_intent_id", replaced, "capture_before", pi.CaptureBefore)
+
+	switch task.Status() {
+	case domain.TaskCancelled, domain.TaskFailed:
+		return domain.StepRelease, nil
+	case domain.TaskCompleted:
+		// A capture that ended on the expired hold is done; it must run
+		// again on the new one. One still waiting runs on its own.
+		capture, err := tx.Payments().Step(ctx, p.ID(), domain.StepCapture)
+		if err != nil || !capture.Done {
+			return "", err
+		}
+		return domain.StepCapture, nil
+	}
+	return "", nil
+}
+
+// applyReauthFailed ends a renewal that placed no hold. Before expiry the
+// current hold is still valid, so a matched task fails and the hold is
+// released, while a completed task is captured from it. After expiry the payment is
+// released and a matched task fails; a completed one stays unpaid.
+func (s *Steps) applyReauthFailed(p *domain.Payment, task *domain.Task, reason string, now time.Time) (domain.Step, error) {
+	switch p.Status() {
+	case domain.PaymentAuthorized:
+		if task.Status() != domain.TaskMatched {
+			return "", nil
+		}
+		if err := task.Fail(now); err != nil {
+			return "", err
+		}
+		return domain.StepRelease, nil
+	case domain.PaymentReauthorizing:
+		if err := p.MarkReleased("authorization expired and "+reason, now); err != nil {
+			return "", err
+		}
+		if task.Status() == domain.TaskMatched {
+			return "", task.Fail(now)
+		}
+		return "", nil
+	}
+	return "", &domain.TransitionError{Entity: "payment " + p.ID(), From: string(p.Status()), To: "renewal failed"}
+}
+
 func (s *Steps) voidHold(ctx context.Context, tx ports.Tx, paymentID string, meta domain.LedgerMeta) error {
 	hold, found, err := tx.Ledger().PendingHold(ctx, paymentID)
 	if err != nil || !found {
@@ -211,5 +355,11 @@ func (s *Steps) observe(p domain.PaymentRecord, o outcome) {
 		s.observer.PaymentTransitioned("expired", cur, p.Amount.Amount())
 	case outcomeFailed:
 		s.observer.PaymentTransitioned(domain.PaymentFailed, cur, p.Amount.Amount())
+	case outcomeReauthorized:
+		s.observer.PaymentTransitioned(domain.PaymentAuthorized, cur, p.Amount.Amount())
+	case outcomeReauthFailed:
+		if p.Status == domain.PaymentReleased {
+			s.observer.PaymentTransitioned("expired", cur, p.Amount.Amount())
+		}
 	}
 }

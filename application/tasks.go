@@ -202,6 +202,11 @@ func (s *Tasks) Complete(ctx context.Context, actor Actor, id string, finalAmoun
 				return "", err
 			}
 		}
+		if payment.Status() == domain.PaymentCaptured {
+			// Stripe reported the capture before completion (a webhook of a
+			// capture made outside TaskPod); only the transfer is left.
+			return domain.StepTransfer, nil
+		}
 		return domain.StepCapture, nil
 	})
 }
@@ -233,7 +238,7 @@ func releaseStep(p *domain.Payment) domain.Step {
 		return ""
 	}
 	switch p.Status() {
-	case domain.PaymentAuthorizing, domain.PaymentRequiresCustomerAction, domain.PaymentAuthorized:
+	case domain.PaymentAuthorizing, domain.PaymentRequiresCustomerAction, domain.PaymentAuthorized, domain.PaymentReauthorizing:
 		return domain.StepRelease
 	}
 	return ""

@@ -13,17 +13,21 @@ const (
 	PaymentAuthorizing            PaymentStatus = "authorizing"
 	PaymentRequiresCustomerAction PaymentStatus = "requires_customer_action"
 	PaymentAuthorized             PaymentStatus = "authorized"
-	PaymentCaptured               PaymentStatus = "captured"
-	PaymentTransferred            PaymentStatus = "transferred"
-	PaymentReleased               PaymentStatus = "released"
-	PaymentFailed                 PaymentStatus = "failed"
+	// PaymentReauthorizing: the hold expired at Stripe and a new hold on
+	// the customer's default card is being placed.
+	PaymentReauthorizing PaymentStatus = "reauthorizing"
+	PaymentCaptured      PaymentStatus = "captured"
+	PaymentTransferred   PaymentStatus = "transferred"
+	PaymentReleased      PaymentStatus = "released"
+	PaymentFailed        PaymentStatus = "failed"
 )
 
 // paymentTransitions is the complete table of allowed payment state changes.
 var paymentTransitions = map[PaymentStatus][]PaymentStatus{
 	PaymentAuthorizing:            {PaymentAuthorized, PaymentRequiresCustomerAction, PaymentFailed, PaymentReleased},
 	PaymentRequiresCustomerAction: {PaymentAuthorized, PaymentReleased, PaymentFailed},
-	PaymentAuthorized:             {PaymentCaptured, PaymentReleased},
+	PaymentAuthorized:             {PaymentCaptured, PaymentReleased, PaymentReauthorizing},
+	PaymentReauthorizing:          {PaymentAuthorized, PaymentReleased},
 	PaymentCaptured:               {PaymentTransferred},
 }
 
@@ -40,7 +44,7 @@ func CanPaymentMove(from, to PaymentStatus) bool {
 // PaymentStatuses lists every payment status, for tests and documentation.
 func PaymentStatuses() []PaymentStatus {
 	return []PaymentStatus{PaymentAuthorizing, PaymentRequiresCustomerAction, PaymentAuthorized,
-		PaymentCaptured, PaymentTransferred, PaymentReleased, PaymentFailed}
+		PaymentReauthorizing, PaymentCaptured, PaymentTransferred, PaymentReleased, PaymentFailed}
 }
 
 // Step is one Stripe call that moves or holds money, run through the outbox.
@@ -52,12 +56,23 @@ const (
 	StepCapture   Step = "capture"
 	StepTransfer  Step = "transfer"
 	StepRelease   Step = "release"
+	// StepReauthorize places a new off-session hold on the default card
+	// before or after the current hold expires.
+	StepReauthorize Step = "reauthorize"
+	// StepReleasePrevious cancels holds that a reauthorization replaced.
+	StepReleasePrevious Step = "release_previous"
+	// StepRefund refunds the payment's pending refunds, oldest first.
+	StepRefund Step = "refund"
+	// StepTransferReversal takes the agent's part of refunds and disputes
+	// back from its Connect account, oldest first.
+	StepTransferReversal Step = "transfer_reversal"
 )
 
 // ParseStep checks a step name read from an outbox message.
 func ParseStep(s string) (Step, error) {
 	switch Step(s) {
-	case StepAuthorize, StepCapture, StepTransfer, StepRelease:
+	case StepAuthorize, StepCapture, StepTransfer, StepRelease,
+		StepReauthorize, StepReleasePrevious, StepRefund, StepTransferReversal:
 		return Step(s), nil
 	}
 	return "", fmt.Errorf("unknown payment step %q", s)
@@ -243,6 +258,50 @@ func (p *Payment) MarkReleased(reason string, now time.Time) error {
 	return nil
 }
 
+// RenewHold replaces the hold with a new authorized PaymentIntent. From
+// authorized it returns the replaced intent, whose hold is still live at
+// Stripe and must be cancelled; from reauthorizing the old hold has already
+// expired and the returned id is empty.
+func (p *Payment) RenewHold(paymentIntentID, chargeID string, captureBefore, now time.Time) (replaced string, err error) {
+	switch p.r.Status {
+	case PaymentAuthorized:
+		replaced = p.r.StripePaymentIntentID
+	case PaymentReauthorizing:
+		if err := p.moveTo(PaymentAuthorized, now); err != nil {
+			return "", err
+		}
+	default:
+		return "", &TransitionError{Entity: "payment " + p.r.ID, From: string(p.r.Status), To: "renewed hold"}
+	}
+	p.r.StripePaymentIntentID = paymentIntentID
+	p.r.StripeChargeID = chargeID
+	p.r.CaptureBefore = captureBefore
+	p.r.FailureReason = ""
+	p.r.UpdatedAt = now
+	return replaced, nil
+}
+
+// StartReauthorization records that the hold expired at Stripe and a new
+// one will be placed; until then nothing can be captured.
+func (p *Payment) StartReauthorization(reason string, now time.Time) error {
+	if err := p.moveTo(PaymentReauthorizing, now); err != nil {
+		return err
+	}
+	p.r.FailureReason = reason
+	return nil
+}
+
+// RecordDecline keeps the latest decline of a PaymentIntent that the
+// customer still has to confirm.
+func (p *Payment) RecordDecline(declineCode string, now time.Time) error {
+	if p.r.Status != PaymentRequiresCustomerAction {
+		return &TransitionError{Entity: "payment " + p.r.ID, From: string(p.r.Status), To: "declined"}
+	}
+	p.r.DeclineCode = declineCode
+	p.r.UpdatedAt = now
+	return nil
+}
+
 // MarkFailed records that the payment cannot proceed.
 func (p *Payment) MarkFailed(reason string, now time.Time) error {
 	if err := p.moveTo(PaymentFailed, now); err != nil {
@@ -259,4 +318,27 @@ func (p *Payment) moveTo(to PaymentStatus, now time.Time) error {
 	p.r.Status = to
 	p.r.UpdatedAt = now
 	return nil
+}
+
+// HoldExpiryPolicy says what happens to an open task whose hold is about to
+// expire, or has expired, at Stripe.
+type HoldExpiryPolicy string
+
+// Hold expiry policies.
+const (
+	// HoldExpiryReauthorize places a new off-session hold on the customer's
+	// default card and releases the old one. Without a default card, or if
+	// the new hold is declined, the task fails.
+	HoldExpiryReauthorize HoldExpiryPolicy = "reauthorize"
+	// HoldExpiryFail fails the task and releases the hold.
+	HoldExpiryFail HoldExpiryPolicy = "fail"
+)
+
+// ParseHoldExpiryPolicy checks a policy name.
+func ParseHoldExpiryPolicy(s string) (HoldExpiryPolicy, error) {
+	switch HoldExpiryPolicy(s) {
+	case HoldExpiryReauthorize, HoldExpiryFail:
+		return HoldExpiryPolicy(s), nil
+	}
+	return "", fmt.Errorf("unknown hold expiry policy %q: use reauthorize or fail", s)
 }

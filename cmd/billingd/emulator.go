@@ -40,9 +40,9 @@ func startEmbeddedEmulator(lc fx.Lifecycle, cfg Config, pool *pgxpool.Pool, log 
 		return emulatorReady{}, nil
 	}
 
-	// NOTE: webhooks stay off until the service handles Stripe events;
-	// EMULATOR_WEBHOOK_URL turns them on.
-	srv, emu, err := newEmulatorServer(cfg, pool, log, "")
+	// The emulator signs its events for this service's webhook route;
+	// EMULATOR_WEBHOOK_URL sends them elsewhere.
+	srv, emu, err := newEmulatorServer(cfg, pool, log, "http://"+cfg.ListenAddr+"/v1/stripe/webhooks")
 	if err != nil {
 		return emulatorReady{}, err
 	}

@@ -20,7 +20,7 @@ run:
 build:
 	$(GO) build -o bin/billingd ./cmd/billingd
 
-test: deps vet bench-short
+test: deps vet bench-short deploy-check
 	$(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) fuzz
 
@@ -54,3 +54,33 @@ postgres:
 
 $(STRIPE_MOCK):
 	$(GO) install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
+
+# Static checks of deploy/, which need no container engine: promtool checks
+# and unit-tests the alerting rules, and the TestDeploy tests parse every
+# manifest and the dashboard and look up each metric they name in a scrape
+# of the real binary. See docs/operations.md.
+.PHONY: deploy-check promtool
+deploy-check: postgres promtool
+	@if command -v promtool >/dev/null; then \
+		set -e; \
+		promtool check rules deploy/prometheus/alerts.yaml; \
+		promtool test rules deploy/prometheus/alerts_test.yaml; \
+	fi
+	$(GO) test -count=1 -run '^TestDeploy' ./cmd/billingd/
+
+# Installs promtool from Debian's prometheus package when it is missing. CI
+# fails without it; elsewhere the rules are skipped with a warning.
+promtool:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing promtool (Debian package prometheus)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || true; \
+		fi; \
+	}
+	@command -v promtool >/dev/null || { \
+		if [ -n "$$CI" ]; then echo "deploy-check: promtool is missing and could not be installed" >&2; exit 1; fi; \
+		echo "**********************************************************************"; \
+		echo "*** WARNING: promtool not found, so the alerting rules are NOT checked."; \
+		echo "*** Install it with: apt-get install prometheus"; \
+		echo "**********************************************************************"; \
+	}

@@ -68,9 +68,11 @@ func (l *Ledger) Reverse(ctx context.Context, actor Actor, transactionID, reason
 		out, err = l.reverseInTx(ctx, tx, actor, transactionID, reason)
 		return err
 	})
-	if errors.Is(err, domain.ErrConflict) {
-		// A concurrent request reversed it first; the unique index on
-		// reverses_id rejected this one, so return the winner's reversal.
+	if errors.Is(err, domain.ErrConflict) || errors.Is(err, domain.ErrOverdraft) {
+		// A concurrent request may have reversed it first: the unique index
+		// on reverses_id rejects this one, or, for a transaction without a
+		// payment row to lock, the winner's entries made the balance check
+		// fail. Either way the winner's reversal is the answer.
 		return l.existingReversal(ctx, transactionID, err)
 	}
 	if err != nil {
@@ -85,18 +87,20 @@ func (l *Ledger) Reverse(ctx context.Context, actor Actor, transactionID, reason
 
 func (l *Ledger) reverseInTx(ctx context.Context, tx ports.Tx, actor Actor, transactionID, reason string) (Reversal, error) {
 	ledger := tx.Ledger()
-	if existing, found, err := ledger.ReversalOf(ctx, transactionID); err != nil || found {
-		return Reversal{Transaction: existing}, err
-	}
 	original, err := ledger.Transaction(ctx, transactionID)
 	if err != nil {
 		return Reversal{}, err
 	}
-	if original.Pending || original.Kind == domain.LedgerVoid || original.Kind == domain.LedgerReversal {
-		return Reversal{}, fmt.Errorf("%w: %s is a %s; reverse a posted transaction instead", ErrNotReversible, original.ID, original.Kind)
-	}
+	// Read committed rows only after the lock, so a reversal committed by a
+	// request that held it is seen below.
 	if err := lockLedgerPayment(ctx, tx, original.Meta.PaymentID); err != nil {
 		return Reversal{}, err
+	}
+	if existing, found, err := ledger.ReversalOf(ctx, transactionID); err != nil || found {
+		return Reversal{Transaction: existing}, err
+	}
+	if original.Pending || original.Kind == domain.LedgerVoid || original.Kind == domain.LedgerReversal {
+		return Reversal{}, fmt.Errorf("%w: %s is a %s; reverse a posted transaction instead", ErrNotReversible, original.ID, original.Kind)
 	}
 
 	meta := original.Meta

@@ -46,8 +46,8 @@ const (
 	auditCustomerToken = "tok_customer"
 	auditAgentAToken   = "tok_agent_a"
 	auditAgentBToken   = "tok_agent_b"
-	auditAgentA   = "agentAlpha"
-	auditAgentB   = "agentBravo"
+	auditAgentA        = "agentAlpha"
+	auditAgentB        = "agentBravo"
 )
 
 type auditAuth struct{}

@@ -392,9 +392,9 @@ func TestBalancesAsOfAndTrialBalance(t *testing.T) {
 	}
 
 	for path, code := range map[string]string{
-		"/v1/ledger/trial-balance?asOf=yesterday":                  "invalid_time",
+		"/v1/ledger/trial-balance?asOf=yesterday":                   "invalid_time",
 		"/v1/ledger/accounts/platform_cash/balance?asOf=2026-13-01": "invalid_time",
-		"/v1/ledger/accounts/no_such_account/balance":              "resource_missing",
+		"/v1/ledger/accounts/no_such_account/balance":               "resource_missing",
 	} {
 		status, body, _ := env.call("GET", path, auditAuditorToken, "")
 		if status < 400 || auditErrorCode(t, body) != code {

@@ -217,6 +217,16 @@ func (w *Webhooks) applyDetached(ctx context.Context, tx ports.StripeTx, pm doma
 	if err != nil || !found {
 		return EventNoEffect, err
 	}
+	removing, err := tx.Lookups().OperationOpen(ctx, pm.ID, opDetach)
+	if err != nil {
+		return "", err
+	}
+	if removing {
+		// The customer's DELETE detached it and deletes the card itself,
+		// and deleting it here first would make that request fail. A retry
+		// finds the card gone once that request has finished.
+		return "", errUnknownObject
+	}
 	customer, err := tx.Customers().GetForUpdate(ctx, owner)
 	if err != nil {
 		return "", err

@@ -117,6 +117,9 @@ type LookupRepository interface {
 	PaymentMethodOwner(ctx context.Context, paymentMethodID string) (string, bool, error)
 	// PaymentByCharge returns the payment id of a Stripe charge.
 	PaymentByCharge(ctx context.Context, chargeID string) (string, bool, error)
+	// OperationOpen reports whether an operation of kind for subject, such
+	// as a card removal, has begun and not finished.
+	OperationOpen(ctx context.Context, subject, kind string) (bool, error)
 	// PaymentByTransfer returns the payment id of a Stripe transfer.
 	PaymentByTransfer(ctx context.Context, transferID string) (string, bool, error)
 	// ExpiringHolds lists authorized payments of matched tasks whose capture

@@ -105,6 +105,13 @@ func (r lookupRepository) PaymentMethodOwner(ctx context.Context, paymentMethodI
 		`SELECT customer_user_id FROM payment_methods WHERE id = $1`, paymentMethodID)
 }
 
+func (r lookupRepository) OperationOpen(ctx context.Context, subject, kind string) (bool, error) {
+	var open bool
+	err := r.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM operations
+		WHERE subject = $1 AND kind = $2 AND finished_at IS NULL)`, subject, kind).Scan(&open)
+	return open, mapError(err, fmt.Sprintf("read open %s operation of %s", kind, subject))
+}
+
 func (r lookupRepository) PaymentByCharge(ctx context.Context, chargeID string) (string, bool, error) {
 	if chargeID == "" {
 		return "", false, nil

@@ -34,9 +34,11 @@ func TestWebhookRejectsUnverifiedEvents(t *testing.T) {
 			name:      "tampered body",
 			body:      eventBody("evt_tampered", "2023-10-16"),
 			signature: func(b []byte) string { return sign(whSecret, now, b) },
-			send:      func(b []byte) []byte { return bytes.Replace(b, []byte("cus_signaturetest"), []byte("cus_signaturefake"), 1) },
-			code:      "signature_mismatch",
-			reason:    "no signature matches",
+			send: func(b []byte) []byte {
+				return bytes.Replace(b, []byte("cus_signaturetest"), []byte("cus_signaturefake"), 1)
+			},
+			code:   "signature_mismatch",
+			reason: "no signature matches",
 		},
 		{
 			name:      "wrong secret",

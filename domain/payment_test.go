@@ -11,7 +11,7 @@ import (
 // documentedPaymentStatuses and documentedPaymentMoves restate the payment
 // state table of docs/payments.md independently of the domain package.
 var documentedPaymentStatuses = []domain.PaymentStatus{
-	"authorizing", "requires_customer_action", "authorized", "captured", "transferred", "released", "failed",
+	"authorizing", "requires_customer_action", "authorized", "reauthorizing", "captured", "transferred", "released", "failed",
 }
 
 var documentedPaymentMoves = map[[2]domain.PaymentStatus]bool{
@@ -24,6 +24,9 @@ var documentedPaymentMoves = map[[2]domain.PaymentStatus]bool{
 	{"requires_customer_action", "failed"}:      true,
 	{"authorized", "captured"}:                  true,
 	{"authorized", "released"}:                  true,
+	{"authorized", "reauthorizing"}:             true,
+	{"reauthorizing", "authorized"}:             true,
+	{"reauthorizing", "released"}:               true,
 	{"captured", "transferred"}:                 true,
 }
 
@@ -79,6 +82,9 @@ var paymentMethods = map[domain.PaymentStatus]func(*domain.Payment, time.Time) e
 	},
 	"failed": func(p *domain.Payment, now time.Time) error {
 		return p.MarkFailed("invalid request", now)
+	},
+	"reauthorizing": func(p *domain.Payment, now time.Time) error {
+		return p.StartReauthorization("authorization expired", now)
 	},
 }
 

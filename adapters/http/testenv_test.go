@@ -49,14 +49,18 @@ func TestMain(m *testing.M) {
 const emulatorKey = "sk_test_TaskPodRoutes"
 
 // stack is the whole service in-process: the API over real PostgreSQL,
-// the Stripe emulator behind the real gateway, and the outbox relay
-// running in the background.
+// the Stripe emulator behind the real gateway, and the outbox relay.
 type stack struct {
 	api      *httptest.Server
 	emulator *httptest.Server
 	tokens   *postgres.Tokens
 	client   *http.Client
 	seq      atomic.Int64
+
+	// What startRelay needs to build a relay.
+	pool  *pgxpool.Pool
+	steps *application.Steps
+	log   *slog.Logger
 }
 
 var (
@@ -86,7 +90,7 @@ func startStack(t *testing.T) *stack {
 }
 
 // buildStack wires the service the way cmd/billingd's serve command does.
-// Its servers and relay live until the test binary exits.
+// Its servers live until the test binary exits.
 func buildStack(pool *pgxpool.Pool) (*stack, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -114,23 +118,6 @@ func buildStack(pool *pgxpool.Pool) (*stack, error) {
 	tasks := application.NewTasks(store, billing, steps, clock, ids, application.TasksConfig{FeeRate: 250, Currencies: currencies}, log)
 	agents := application.NewAgents(store, clock, ids, currencies, log)
 
-	relay, err := outbox.NewRelay(pool, steps, outbox.RelayConfig{
-		PollInterval: 20 * time.Millisecond, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
-	}, nil, log)
-	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
-	}
-	go func() {
-		if err := relay.Run(context.Background()); err != nil {
-			log.Error("relay stopped", "error", err)
-		}
-	}()
-	select {
-	case <-relay.RunningChan():
-	case <-ctx.Done():
-		return nil, errors.New("the outbox relay did not start")
-	}
-
 	tokens := postgres.NewTokens(pool)
 	api := apihttp.NewServer(apihttp.Deps{
 		Billing: billing, Tasks: tasks, Agents: agents, Ledger: postgres.NewLedgerReader(pool),
@@ -139,7 +126,41 @@ func buildStack(pool *pgxpool.Pool) (*stack, error) {
 	return &stack{
 		api: httptest.NewServer(api), emulator: emulatorServer, tokens: tokens,
 		client: &http.Client{Timeout: 30 * time.Second},
+		pool:   pool, steps: steps, log: log,
 	}, nil
+}
+
+// startRelay runs the outbox relay until the returned stop is called.
+//
+// NOTE: the relay runs only while a test waits for background work. Running
+// it all the time lets it claim a new task's authorize message before
+// Tasks.Create runs it inline, and Create then answers 202 although Stripe
+// is reachable (about 1 create in 60 with a 20 ms poll interval).
+func (s *stack) startRelay(t *testing.T) (stop func()) {
+	t.Helper()
+	relay, err := outbox.NewRelay(s.pool, s.steps, outbox.RelayConfig{
+		PollInterval: 20 * time.Millisecond, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+	}, nil, s.log)
+	if err != nil {
+		t.Fatalf("build the outbox relay: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(context.Background()) }()
+	select {
+	case <-relay.RunningChan():
+	case err := <-done:
+		t.Fatalf("the outbox relay stopped at start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the outbox relay did not start within 30s")
+	}
+	return func() {
+		if err := relay.Close(); err != nil {
+			t.Errorf("close the outbox relay: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("outbox relay: %v", err)
+		}
+	}
 }
 
 // tokenAuth adapts the token store to the API's Authenticator, as the
@@ -385,11 +406,13 @@ func (w *world) createTask(t *testing.T, token, agentID string, maxPrice int64) 
 	})
 }
 
-// waitForPayment polls GET /v1/payments/{id} until its status is want,
-// failing after 30 seconds. The relay finishes money steps in the
-// background, so polling is the way a client learns about them.
+// waitForPayment runs the relay and polls GET /v1/payments/{id} until its
+// status is want, failing after 30 seconds. The relay finishes money steps
+// in the background, so polling is the way a client learns about them.
 func (w *world) waitForPayment(t *testing.T, token, paymentID, want string) map[string]any {
 	t.Helper()
+	stop := w.s.startRelay(t)
+	defer stop()
 	deadline := time.Now().Add(30 * time.Second)
 	var last response
 	for time.Now().Before(deadline) {

@@ -71,9 +71,13 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	for _, to := range paymentTargets {
 		m.transitions.WithLabelValues(to)
 	}
-	for _, step := range []string{"authorize", "capture", "transfer", "release"} {
+	steps := []domain.Step{
+		domain.StepAuthorize, domain.StepCapture, domain.StepTransfer, domain.StepRelease,
+		domain.StepReauthorize, domain.StepReleasePrevious, domain.StepRefund, domain.StepTransferReversal,
+	}
+	for _, step := range steps {
 		for _, outcome := range []string{"success", "retry", "quarantined"} {
-			m.relayAttempts.WithLabelValues(step, outcome)
+			m.relayAttempts.WithLabelValues(string(step), outcome)
 		}
 	}
 	return m, nil
@@ -86,6 +90,17 @@ func (m *Metrics) InitCurrencies(currencies []domain.Currency) {
 	for _, cur := range currencies {
 		for _, to := range paymentTargets {
 			m.amounts.WithLabelValues(to, string(cur))
+		}
+	}
+}
+
+// InitWebhooks creates the webhook series of every event type and outcome
+// pair at zero, so that alerts on rare outcomes see them before the first
+// such event.
+func (m *Metrics) InitWebhooks(eventTypes, outcomes []string) {
+	for _, t := range eventTypes {
+		for _, o := range outcomes {
+			m.webhooksReceived.WithLabelValues(t, o)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/taskpod/billing/adapters/metrics"
 	"github.com/taskpod/billing/adapters/outbox"
+	"github.com/taskpod/billing/application"
 )
 
 // opsModule adds what operators need beyond the API: the relay's Watermill
@@ -17,7 +18,7 @@ import (
 // Its invokes run while the application is built, before any OnStart hook,
 // so the relay's router is instrumented before startRelay runs it.
 var opsModule = fx.Module("ops",
-	fx.Invoke(instrumentRelay, initCurrencySeries, drainConnections),
+	fx.Invoke(instrumentRelay, initZeroSeries, drainConnections),
 )
 
 // instrumentRelay registers Watermill's router metrics and the middleware
@@ -28,8 +29,21 @@ func instrumentRelay(relay *outbox.Relay, reg prometheus.Registerer) {
 	router.AddMiddleware(finishStepOnClose)
 }
 
-func initCurrencySeries(m *metrics.Metrics, cfg Config) {
+// initZeroSeries creates the series that alerts and dashboards read before
+// anything has happened to them: the amounts in every supported currency
+// and the outcomes of retried Stripe events, which the webhook handler
+// counts under the event type "retry".
+func initZeroSeries(m *metrics.Metrics, cfg Config) {
 	m.InitCurrencies(cfg.Currencies)
+	outcomes := []application.EventOutcome{
+		application.EventApplied, application.EventNoEffect, application.EventDuplicate,
+		application.EventDeferred, application.EventGaveUp,
+	}
+	labels := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		labels[i] = string(o)
+	}
+	m.InitWebhooks([]string{"retry"}, labels)
 }
 
 // drainConnections makes every response sent after readiness has failed

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -36,13 +35,12 @@ const opsEmulatorKey = "sk_test_ops_harness"
 
 // opsEnv is one isolated deployment: a database, an emulator and a server.
 type opsEnv struct {
-	t       *testing.T
-	bin     string
-	env     []string
-	apiURL  string
-	emuURL  string
-	client  *http.Client
-	emuProc *opsProc
+	t      *testing.T
+	bin    string
+	env    []string
+	apiURL string
+	emuURL string
+	client *http.Client
 }
 
 // newOpsEnv builds billingd, creates a database and picks free ports.
@@ -192,7 +190,6 @@ func (e *opsEnv) startEmulator() *opsProc {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	e.emuProc = p
 	return p
 }
 
@@ -317,23 +314,6 @@ func (r apiResult) str(path string) string {
 	}
 	s, _ := v.(string)
 	return s
-}
-
-// num returns the number at a dotted path of the body, or -1.
-func (r apiResult) num(path string) int64 {
-	var v any = r.Body
-	for _, key := range strings.Split(path, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return -1
-		}
-		v = m[key]
-	}
-	f, ok := v.(float64)
-	if !ok {
-		return -1
-	}
-	return int64(f)
 }
 
 // emulator sends a JSON request to the emulator's control API.
@@ -522,8 +502,14 @@ func (s opsScrape) sum(name string) float64 {
 	return total
 }
 
-// isConnRefused reports whether err is a refused TCP connection, which
-// means the request never reached the server.
-func isConnRefused(err error) bool {
-	return errors.Is(err, syscall.ECONNREFUSED)
+// sumWhere adds the values of the series of a family whose labels contain
+// match, such as `type="unverified"`.
+func (s opsScrape) sumWhere(name, match string) float64 {
+	total := 0.0
+	for key, v := range s.values {
+		if strings.HasPrefix(key, name+"{") && strings.Contains(key, match) {
+			total += v
+		}
+	}
+	return total
 }

@@ -21,7 +21,7 @@ func TestLogsCarryIDsNotSecrets(t *testing.T) {
 	}
 	webhookSecret := "whsec_ops_" + hex.EncodeToString(random)
 	e := newOpsEnv(t, "LOG_LEVEL=debug", "STRIPE_WEBHOOK_SECRET="+webhookSecret)
-	e.env = append(e.env, "EMULATOR_WEBHOOK_URL="+e.apiURL+"/webhooks/stripe")
+	e.env = append(e.env, "EMULATOR_WEBHOOK_URL="+e.apiURL+"/v1/stripe/webhooks")
 	emulator := e.startEmulator()
 	server := e.startServer()
 
@@ -77,8 +77,15 @@ func TestLogsCarryIDsNotSecrets(t *testing.T) {
 	e.waitPayment(saver, taskID, "transferred")
 	e.call(http.MethodGet, "/v1/ledger/entries?taskId="+taskID, auditor, nil).expect(t, http.StatusOK, "ledger entries")
 	e.call(http.MethodGet, "/v1/tasks", agent, nil).expect(t, http.StatusOK, "agent task list")
-	// Give the emulator time to deliver the events it signed.
-	time.Sleep(time.Second)
+	// The emulator signs its events with the same secret, so the service
+	// verifies and records each of them.
+	e.waitFor("Stripe events to arrive", 20*time.Second, func() bool {
+		return e.scrape().sum("taskpod_billing_webhooks_received_total") >= 3
+	})
+	s := e.scrape()
+	if rejected := s.sumWhere("taskpod_billing_webhooks_received_total", `type="unverified"`); rejected != 0 {
+		t.Errorf("%v webhook deliveries rejected, want 0", rejected)
+	}
 
 	server.stop(10 * time.Second)
 	emulator.stop(10 * time.Second)

@@ -29,6 +29,9 @@ import (
 	"github.com/taskpod/billing/migrations"
 )
 
+// contractWebhookSecret signs the Stripe events the contract tests send.
+const contractWebhookSecret = "whsec_contract_tests"
+
 // contractEnv is the whole API on a fresh database with the Stripe emulator,
 // served on loopback, for the contract tests. Its helpers are named
 // contract... so they never collide with other test files of the package.
@@ -77,11 +80,17 @@ func newContractEnv(t *testing.T, configure ...func(*Deps)) *contractEnv {
 	tokens := postgres.NewTokens(pool)
 	keys := postgres.NewIdempotencyKeys(pool)
 
+	books := postgres.NewLedgerReader(pool)
+	parser := stripe.NewWebhookParser(contractWebhookSecret)
+	webhooks := application.NewWebhooks(store, gateway, gateway, parser, steps, clock, ids, nil, application.WebhooksConfig{}, log)
+
 	deps := Deps{
 		Billing: billing, Tasks: tasks, Agents: application.NewAgents(store, clock, ids, []domain.Currency{usd, jpy}, log),
-		Ledger: postgres.NewLedgerReader(pool), Auth: contractTokenAuth{tokens}, Log: log,
+		Ledger: books, Auth: contractTokenAuth{tokens}, Log: log,
 		Contract: ContractDeps{Idempotency: contractKeyStore{keys}, IDs: ids},
 		Admin:    AdminDeps{Admin: application.NewAdmin(store, clock, log)},
+		Audit:    AuditDeps{Ledger: application.NewLedger(store, books, clock, ids, log), Books: books, Chain: postgres.NewChain(pool)},
+		Webhooks: WebhookDeps{Parser: parser, Webhooks: webhooks, Refunds: application.NewRefunds(store, steps, clock, ids, log)},
 	}
 	for _, c := range configure {
 		c(&deps)

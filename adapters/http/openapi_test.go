@@ -15,11 +15,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+	stripego "github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/taskpod/billing/domain"
 	"github.com/taskpod/billing/ports"
@@ -253,7 +256,14 @@ func TestSpecWalk(t *testing.T) {
 	w.ok(200, apiRequest("GET", "/v1/ledger/entries?taskId="+task+"&limit=5", auditor, ""))
 	w.fail(400, "invalid_cursor", apiRequest("GET", "/v1/ledger/entries?startingAfter=abc", auditor, ""))
 
-	walkAdmin(w, admin, customer, agent)
+	capturedTask, capturedPayment := walkAdmin(w, admin, customer)
+	// The relay's work: the transfer the admin retried.
+	if err := env.steps.Run(env.ctx, stepMessage(capturedPayment, "transfer")); err != nil {
+		t.Fatalf("run the retried transfer: %v", err)
+	}
+	walkRefunds(w, admin, auditor, customer, capturedTask)
+	walkLedger(w, admin, auditor, agent, capturedPayment)
+	walkWebhook(w)
 
 	w.ok(204, apiRequest("DELETE", "/v1/billing/payment-methods/"+card, customer, ""))
 	w.fail(404, "resource_missing", apiRequest("DELETE", "/v1/billing/payment-methods/"+card, customer, ""))
@@ -382,7 +392,8 @@ func walkTasks(w *specWalker, customer, agent string) (taskID, paymentID string)
 	return task.ID, task.Payment.ID
 }
 
-func walkAdmin(w *specWalker, admin, customer, agent string) {
+// walkAdmin runs a task whose transfer Stripe refuses and returns its ids.
+func walkAdmin(w *specWalker, admin, customer string) (taskID, paymentID string) {
 	env := w.env
 	env.createAgent(admin, "broken", 100, "usd")
 	w.ok(200, apiRequest("PATCH", "/v1/agents/broken", admin, `{"stripeAccountId":"acct_invalid"}`))
@@ -424,6 +435,83 @@ func walkAdmin(w *specWalker, admin, customer, agent string) {
 	w.fail(400, "invalid_status", apiRequest("GET", "/v1/admin/outbox/quarantine?status=closed", admin, ""))
 	w.ok(200, contractRequest{Method: "POST", Path: fmt.Sprintf("/v1/admin/outbox/quarantine/oq_%d/requeue", id), Token: admin})
 	w.fail(404, "resource_missing", apiRequest("POST", "/v1/admin/outbox/quarantine/oq_999999/requeue", admin, `{}`))
+	return task.ID, task.Payment.ID
+}
+
+func walkLedger(w *specWalker, admin, auditor, agent, paymentID string) {
+	w.ok(200, apiRequest("GET", "/v1/ledger/accounts?limit=3", auditor, ""))
+	w.fail(400, "invalid_time", apiRequest("GET", "/v1/ledger/accounts?asOf=yesterday", auditor, ""))
+	w.ok(200, apiRequest("GET", "/v1/ledger/accounts/customer_authorizations/balance", auditor, ""))
+	w.fail(404, "resource_missing", apiRequest("GET", "/v1/ledger/accounts/no_such_account/balance", auditor, ""))
+	w.ok(200, apiRequest("GET", "/v1/ledger/accounts/customer_authorizations/statement", auditor, ""))
+	csv := apiRequest("GET", "/v1/ledger/accounts/customer_authorizations/statement?from=2020-01-01T00:00:00Z", auditor, "")
+	csv.Header = map[string]string{"Accept": "text/csv"}
+	w.ok(200, csv)
+	w.fail(400, "invalid_time_range", apiRequest("GET", "/v1/ledger/accounts/platform_cash/statement?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", auditor, ""))
+	w.ok(200, apiRequest("GET", "/v1/ledger/trial-balance", auditor, ""))
+	w.fail(400, "invalid_time", apiRequest("GET", "/v1/ledger/trial-balance?asOf=1", auditor, ""))
+	w.ok(200, apiRequest("GET", "/v1/ledger/head", auditor, ""))
+	w.ok(200, apiRequest("GET", "/v1/ledger/verify", auditor, ""))
+	w.ok(200, apiRequest("GET", "/v1/audit/events", auditor, ""))
+	w.fail(400, "invalid_cursor", apiRequest("GET", "/v1/audit/events?startingAfter=x", auditor, ""))
+
+	resp := w.ok(200, apiRequest("GET", "/v1/ledger/entries?paymentId="+paymentID, auditor, ""))
+	var entries struct {
+		Data []struct{ TransactionID, Kind string }
+	}
+	contractDecode(w.t, resp.Body, &entries)
+	kinds := map[string]string{}
+	for _, e := range entries.Data {
+		kinds[e.Kind] = e.TransactionID
+	}
+	hold, settlement := kinds["hold"], kinds["settlement"]
+	if hold == "" || settlement == "" {
+		w.t.Fatalf("ledger of payment %s has kinds %v, want a hold and a settlement", paymentID, kinds)
+	}
+	w.ok(200, apiRequest("GET", "/v1/ledger/transactions/"+hold, auditor, ""))
+	w.fail(404, "resource_missing", apiRequest("GET", "/v1/ledger/transactions/ltx_missing", auditor, ""))
+	reverse := "/v1/ledger/transactions/" + settlement + "/reverse"
+	w.ok(201, apiRequest("POST", reverse, admin, `{"reason":"settlement booked twice"}`))
+	w.ok(200, apiRequest("POST", reverse, admin, `{"reason":"settlement booked twice"}`))
+	w.fail(409, "transaction_not_reversible", apiRequest("POST", "/v1/ledger/transactions/"+hold+"/reverse", admin, `{"reason":"a hold"}`))
+	w.fail(422, "missing_field", apiRequest("POST", reverse, admin, `{}`))
+	w.fail(404, "resource_missing", apiRequest("POST", "/v1/ledger/transactions/ltx_missing/reverse", admin, `{"reason":"x"}`))
+
+	w.ok(200, apiRequest("GET", "/v1/agents/broken/balance", admin, ""))
+	w.ok(200, apiRequest("GET", "/v1/agents/habit/balance", agent, ""))
+	w.fail(404, "resource_missing", apiRequest("GET", "/v1/agents/broken/balance", agent, ""))
+}
+
+func walkRefunds(w *specWalker, admin, auditor, customer, taskID string) {
+	refund := "/v1/tasks/" + taskID + "/refund"
+	w.ok(201, apiRequest("POST", refund, admin, `{"amountCents":40,"reason":"requested_by_customer"}`))
+	w.fail(422, "amount_above_refundable", apiRequest("POST", refund, admin, `{"amountCents":1000}`))
+	w.fail(422, "invalid_reason", apiRequest("POST", refund, admin, `{"reason":"changed my mind"}`))
+	w.fail(404, "resource_missing", apiRequest("POST", "/v1/tasks/task_missing/refund", admin, `{}`))
+	free := w.ok(201, apiRequest("POST", "/v1/tasks", customer, `{"title":"Free","agentId":"free","maxPriceCents":0}`))
+	var task struct{ ID string }
+	contractDecode(w.t, free.Body, &task)
+	w.fail(409, "refund_not_possible", apiRequest("POST", "/v1/tasks/"+task.ID+"/refund", admin, `{}`))
+
+	w.ok(200, apiRequest("GET", "/v1/tasks/"+taskID+"/refunds", admin, ""))
+	w.ok(200, apiRequest("GET", "/v1/tasks/"+taskID+"/refunds", auditor, ""))
+	w.fail(404, "resource_missing", apiRequest("GET", "/v1/tasks/task_missing/refunds", auditor, ""))
+}
+
+func walkWebhook(w *specWalker) {
+	event := fmt.Sprintf(`{"id":"evt_contract_1","object":"event","api_version":%q,"created":%d,"type":"customer.created",`+
+		`"data":{"object":{"id":"cus_contract","object":"customer"}}}`, stripego.APIVersion, time.Now().Unix())
+	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{
+		Payload: []byte(event), Secret: contractWebhookSecret, Timestamp: time.Now(),
+	})
+	deliver := func(signature string) contractRequest {
+		return contractRequest{Method: "POST", Path: "/v1/stripe/webhooks", Body: event,
+			Header: map[string]string{"Stripe-Signature": signature}}
+	}
+	w.ok(200, deliver(signed.Header))
+	w.ok(200, deliver(signed.Header))
+	w.fail(400, "webhook_signature_mismatch", deliver(fmt.Sprintf("t=%d,v1=%064x", time.Now().Unix(), 0)))
+	w.fail(400, "webhook_signature_header_invalid", deliver(""))
 }
 
 // apiRequest is a request with a JSON body (none when body is empty).

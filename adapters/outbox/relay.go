@@ -122,8 +122,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	return r.router.Run(ctx)
 }
 
-// Running reports whether the router is consuming messages.
-func (r *Relay) Running() bool { return r.router.IsRunning() }
+// Running reports whether the router is consuming messages. Watermill's
+// IsRunning stays true after the router closes, so IsClosed is checked too.
+func (r *Relay) Running() bool { return r.router.IsRunning() && !r.router.IsClosed() }
 
 // RunningChan is closed once the router has started.
 func (r *Relay) RunningChan() chan struct{} { return r.router.Running() }

@@ -30,6 +30,9 @@ func TestMetricsScenarioCounts(t *testing.T) {
 	e.call(http.MethodPost, "/v1/tasks", alice, map[string]any{"title": "too dear", "agentId": "agtDear", "maxPriceCents": 100}).
 		expect(t, http.StatusUnprocessableEntity, "task above max price")
 
+	// An unknown path is counted under the catch-all route, not its own path.
+	e.call(http.MethodGet, "/v1/no-such-route/task_123", alice, nil).expect(t, http.StatusNotFound, "unknown route")
+
 	full := e.createTask(alice, "agtCheap", 100).str("id")
 	partial := e.createTask(bob, "agtDear", 300).str("id")
 	retried := e.createTask(alice, "agtDear", 300).str("id")
@@ -76,6 +79,7 @@ func TestMetricsScenarioCounts(t *testing.T) {
 		{"taskpod_billing_http_requests_total", []string{"route", "POST /v1/billing/setup", "method", "POST", "status_class", "2xx"}, 2},
 		{"taskpod_billing_http_requests_total", []string{"route", "POST /v1/billing/confirm-setup", "method", "POST", "status_class", "2xx"}, 2},
 		{"taskpod_billing_http_requests_total", []string{"route", "POST /v1/agents", "method", "POST", "status_class", "2xx"}, 2},
+		{"taskpod_billing_http_requests_total", []string{"route", "/", "method", "GET", "status_class", "4xx"}, 1},
 		{"taskpod_billing_http_request_duration_seconds_count", []string{"route", "POST /v1/tasks", "method", "POST"}, 6},
 
 		{"taskpod_billing_payment_transitions_total", []string{"to", "authorized"}, 5},

@@ -28,8 +28,8 @@ func InstrumentRouter(reg prometheus.Registerer, router *message.Router) {
 
 // zeroSeries registers collectors on the wrapped registry and creates the
 // handler duration series of each handler on the histogram that has those
-// labels. Watermill registers its collectors itself, so this is the one
-// place that sees them.
+// labels. Watermill registers its collectors itself, so registration is the
+// only point where this code can reach them.
 type zeroSeries struct {
 	prometheus.Registerer
 	handlers []string

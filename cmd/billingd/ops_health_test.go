@@ -15,8 +15,8 @@ import (
 )
 
 // TestReadyzFollowsSchemaVersion checks /readyz against the database's
-// migration version: a newer schema, as during a rollout beside a newer
-// binary, is ready; an older one is not, and the reason is in the body.
+// migration version. A newer schema, as during a rollout beside a newer
+// binary, is ready. An older one is not, and the body gives the reason.
 func TestReadyzFollowsSchemaVersion(t *testing.T) {
 	e := newOpsEnv(t)
 	e.startEmulator()

@@ -40,8 +40,9 @@ func drain(ctx context.Context, sig os.Signal, shutdownTimeout time.Duration, lo
 	}
 }
 
-// closeWhenNotReady asks the client to close its connection after each
-// response sent while the service is not ready (starting or stopping).
+// closeWhenNotReady sets Connection: close on each response sent while the
+// service is not ready (starting or stopping), so the server closes the
+// connection after it.
 func closeWhenNotReady(next http.Handler, health *healthState) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !health.ready.Load() {

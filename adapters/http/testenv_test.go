@@ -134,8 +134,8 @@ func buildStack(pool *pgxpool.Pool) (*stack, error) {
 //
 // NOTE: the relay runs only while a test waits for background work. Running
 // it all the time lets it claim a new task's authorize message before
-// Tasks.Create runs it inline, and Create then answers 202 although Stripe
-// is reachable (about 1 create in 60 with a 20 ms poll interval).
+// Tasks.Create runs it inline, and Create then returns 202 although Stripe
+// is reachable (1 create in 60 in one run with a 20 ms poll interval).
 func (s *stack) startRelay(t *testing.T) (stop func()) {
 	t.Helper()
 	relay, err := outbox.NewRelay(s.pool, s.steps, outbox.RelayConfig{

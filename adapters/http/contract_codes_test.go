@@ -32,7 +32,7 @@ func sourceErrorCodes(t *testing.T) map[string]string {
 				return err
 			}
 			if d.IsDir() && d.Name() == "emulator" {
-				// The Stripe emulator answers with Stripe's codes, not ours.
+				// The Stripe emulator sends Stripe's codes, not ours.
 				return filepath.SkipDir
 			}
 			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {

@@ -30,7 +30,7 @@ func (w *Webhooks) applyIntent(ctx context.Context, tx ports.StripeTx, ev ports.
 	}
 
 	meta := w.meta(p.Record(), ev)
-	outcomes, err := w.intentOutcomes(&p, task, pi, capture, ev.CancellationReason)
+	outcomes, err := w.intentOutcomes(&p, task, pi, capture)
 	if err != nil || len(outcomes) == 0 {
 		return EventNoEffect, nil, err
 	}
@@ -74,8 +74,7 @@ func (w *Webhooks) applyIntent(ctx context.Context, tx ports.StripeTx, ev ports.
 // authorization first. A decline on an intent the customer still has to
 // confirm changes no state and is recorded on p at once, as an outcome of
 // kind zero.
-func (w *Webhooks) intentOutcomes(p *domain.Payment, task domain.Task, pi ports.PaymentIntent, capture *ports.Capture,
-	cancellationReason string) ([]outcome, error) {
+func (w *Webhooks) intentOutcomes(p *domain.Payment, task domain.Task, pi ports.PaymentIntent, capture *ports.Capture) ([]outcome, error) {
 	status := p.Status()
 	waiting := status == domain.PaymentAuthorizing || status == domain.PaymentRequiresCustomerAction
 	closed := task.Status() == domain.TaskCancelled || task.Status() == domain.TaskFailed
@@ -129,7 +128,9 @@ func (w *Webhooks) intentOutcomes(p *domain.Payment, task domain.Task, pi ports.
 			return []outcome{{kind: outcomeReleased, intent: pi, reason: "hold released"}}, nil
 		case status == domain.PaymentAuthorized:
 			reason := "payment intent canceled at Stripe before capture"
-			if cancellationReason == "automatic" {
+			// The reason comes from the intent read again, because a late
+			// event of another type carries none.
+			if pi.CancellationReason == "automatic" {
 				reason = "authorization expired before capture"
 			}
 			return []outcome{{kind: outcomeExpired, intent: pi, reason: reason}}, nil

@@ -94,6 +94,9 @@ type PaymentIntent struct {
 	// LastErrorCode and LastDeclineCode come from last_payment_error.
 	LastErrorCode   string
 	LastDeclineCode string
+	// CancellationReason of a canceled intent; "automatic" when Stripe
+	// canceled it because the capture deadline passed.
+	CancellationReason string
 }
 
 // AuthorizeInput describes a hold to place.

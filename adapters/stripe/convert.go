@@ -68,6 +68,7 @@ func convertPaymentIntent(pi *stripego.PaymentIntent) ports.PaymentIntent {
 		out.LastErrorCode = string(pi.LastPaymentError.Code)
 		out.LastDeclineCode = string(pi.LastPaymentError.DeclineCode)
 	}
+	out.CancellationReason = string(pi.CancellationReason)
 	return out
 }
 

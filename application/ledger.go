@@ -72,7 +72,7 @@ func (l *Ledger) Reverse(ctx context.Context, actor Actor, transactionID, reason
 		// A concurrent request may have reversed it first: the unique index
 		// on reverses_id rejects this one, or, for a transaction without a
 		// payment row to lock, the winner's entries made the balance check
-		// fail. Either way the winner's reversal is the answer.
+		// fail. Either way the winner's reversal is returned.
 		return l.existingReversal(ctx, transactionID, err)
 	}
 	if err != nil {

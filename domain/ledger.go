@@ -139,7 +139,8 @@ func (t LedgerTransaction) Validate() error {
 }
 
 // SortedAccounts returns the distinct accounts of the entries in a fixed
-// order, so writers lock balance rows in the same order and cannot deadlock.
+// order, so writers that insert the same new accounts wait for each other in
+// one order and do not deadlock.
 func (t LedgerTransaction) SortedAccounts() []AccountID {
 	seen := map[AccountID]bool{}
 	var out []AccountID

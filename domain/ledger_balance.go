@@ -11,7 +11,7 @@ import (
 //
 // Posted sums cover entries of every transaction except holds. Pending sums
 // cover the entries of holds that no capture or void had resolved at that
-// instant; a resolved hold's entries count nowhere, because its capture
+// instant. A resolved hold's entries count nowhere, because its capture
 // posts what was taken and a void posts nothing.
 type AccountBalance struct {
 	Account        AccountID

@@ -30,7 +30,7 @@ type LedgerEntryFilter struct {
 	To   time.Time
 }
 
-// EntryPage asks for one page of entries in listing order. After and
+// EntryPage requests one page of entries in listing order. After and
 // Before are entry ids from a previous page; at most one is set.
 type EntryPage struct {
 	Limit  int
@@ -75,7 +75,7 @@ type LedgerHistory interface {
 	PostedBalances(ctx context.Context, accounts []domain.AccountID) ([]domain.AccountBalance, error)
 }
 
-// LedgerBooks answers balance, statement and audit-log questions outside
+// LedgerBooks reads balances, statements and the audit log outside
 // any unit of work. "As of" an instant counts entries whose effective time
 // is at or before it.
 type LedgerBooks interface {
@@ -171,7 +171,7 @@ type AuditFilter struct {
 	Actor   string
 }
 
-// AuditPage asks for one page of the audit log, newest first.
+// AuditPage requests one page of the audit log, newest first.
 // StartingAfter returns older events, EndingBefore newer ones; both are
 // event ids and at most one is set.
 type AuditPage struct {

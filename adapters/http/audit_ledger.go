@@ -84,8 +84,8 @@ func (s *Server) getLedgerTransaction(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, transactionOf(v))
 }
 
-// reverseLedgerTransaction answers 201 with a new reversal and 200 with the
-// reversal an earlier request created.
+// reverseLedgerTransaction responds 201 with a new reversal and 200 with
+// the reversal an earlier request created.
 func (s *Server) reverseLedgerTransaction(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Reason *string `json:"reason"`
@@ -124,8 +124,8 @@ func (s *Server) getChainHead(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, headOf(h))
 }
 
-// verifyChain answers 200 whether or not the chain is intact: the report's
-// ok and firstBroken fields carry the verdict.
+// verifyChain responds 200 whether or not the chain is intact, because the
+// report's ok and firstBroken fields carry the verdict.
 func (s *Server) verifyChain(w http.ResponseWriter, r *http.Request) {
 	report, err := s.d.Audit.Chain.Verify(r.Context())
 	if err != nil {
@@ -155,6 +155,7 @@ func (s *Server) listAuditEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, badRequest("invalid_pagination", "endingBefore", "set startingAfter or endingBefore, not both"))
 		return
 	}
+
 	filter := ports.AuditFilter{Action: q.Get("action"), Subject: q.Get("subject"), Actor: q.Get("actor")}
 	events, more, err := s.d.Audit.Books.AuditEvents(r.Context(), filter, page)
 	if err != nil {

@@ -148,7 +148,7 @@ func pageUntilQuiet(env *auditEnv, writersDone <-chan struct{}, seen map[string]
 }
 
 // checkTrialBalanceUntil reads the trial balance until the writers finish
-// and reports any unbalanced answer.
+// and reports any unbalanced response.
 func checkTrialBalanceUntil(env *auditEnv, writersDone <-chan struct{}, errs chan<- error) {
 	for {
 		select {

@@ -7,11 +7,11 @@ import (
 
 // AuditDeps are the auditor's ledger services beyond the entry listing. A
 // nil field leaves its routes unregistered, so a server built without the
-// ledger module answers them with route_not_found.
+// ledger module responds to them with route_not_found.
 type AuditDeps struct {
 	// Ledger runs reversals and agents' balance reads.
 	Ledger *application.Ledger
-	// Books answers balance, statement and audit-log reads.
+	// Books reads balances, statements and the audit log.
 	Books ports.LedgerBooks
 	// Chain reads and verifies the ledger's hash chain.
 	Chain ports.LedgerChain

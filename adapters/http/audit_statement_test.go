@@ -83,9 +83,9 @@ func (r *streamRecorder) sampleHeap() {
 }
 
 // TestStatementCSVStreamsWithFlatMemory streams a statement of 150 000
-// entries as CSV straight into a counting writer and checks that rows were
-// flushed all along, that the live heap did not grow with the body, and that
-// the closing balance matches the account's balance.
+// entries as CSV straight into a counting writer. Rows must be flushed all
+// along, the live heap must not grow with the body, and the closing balance
+// must match the account's balance.
 func TestStatementCSVStreamsWithFlatMemory(t *testing.T) {
 	env := newAuditEnv(t)
 	const txCount, pairs = 1000, 150

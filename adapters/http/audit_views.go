@@ -49,7 +49,7 @@ func accountOf(a ports.AccountView) accountView {
 	}
 }
 
-// accountBalanceView answers GET /v1/ledger/accounts/{id}/balance.
+// accountBalanceView is the body of GET /v1/ledger/accounts/{id}/balance.
 type accountBalanceView struct {
 	Account       string        `json:"account"`
 	Type          string        `json:"type"`
@@ -75,8 +75,8 @@ type trialCurrencyView struct {
 	Accounts            []trialAccountView `json:"accounts"`
 }
 
-// trialBalanceView answers GET /v1/ledger/trial-balance. balanced is true
-// when every currency balances.
+// trialBalanceView is the body of GET /v1/ledger/trial-balance. balanced
+// is true when every currency balances.
 type trialBalanceView struct {
 	AsOf       time.Time           `json:"asOf"`
 	Balanced   bool                `json:"balanced"`
@@ -191,7 +191,7 @@ type chainBreakView struct {
 	Problem       string `json:"problem"`
 }
 
-// verifyView answers GET /v1/ledger/verify.
+// verifyView is the body of GET /v1/ledger/verify.
 type verifyView struct {
 	OK                   bool            `json:"ok"`
 	CheckedTransactions  int64           `json:"checkedTransactions"`
@@ -238,7 +238,7 @@ type agentCurrencyBalanceView struct {
 	TransferredCents int64  `json:"transferredCents"`
 }
 
-// agentBalanceView answers GET /v1/agents/{id}/balance.
+// agentBalanceView is the body of GET /v1/agents/{id}/balance.
 type agentBalanceView struct {
 	AgentID  string                     `json:"agentId"`
 	Balances []agentCurrencyBalanceView `json:"balances"`

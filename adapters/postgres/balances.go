@@ -22,7 +22,7 @@ const (
 
 var _ ports.LedgerBooks = (*LedgerReader)(nil)
 
-// queryer is what balance queries need from a pool or an open transaction.
+// queryer is the part of a pool or an open transaction that queries use.
 type queryer interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -32,9 +32,9 @@ type queryer interface {
 // by account and currency. A nil accounts reads every account; a zero asOf
 // counts every entry.
 //
-// Balances are computed from entries on every call: no balance row is
-// updated per posting, so concurrent postings on one account never wait for
-// each other. A hold's entry counts as pending only while no capture or void
+// Balances are computed from entries on every call. No balance row is
+// updated per posting, so concurrent postings on one existing account never
+// wait for each other. A hold's entry counts as pending only while no capture or void
 // effective at or before asOf names the hold; the CASE keeps the lookup off
 // the entries of other transactions.
 func readBalances(ctx context.Context, q queryer, accounts []domain.AccountID, asOf time.Time) ([]domain.AccountBalance, error) {

@@ -24,7 +24,7 @@ const sealerLockKey int64 = 0x7461736b7365616c // "tasksea" + "l" in ASCII
 const sealBatchSize = 500
 
 // maxSealBatchesOnRead bounds the sealing a reader does before listing, so
-// a reader under a steady stream of writes still answers.
+// a listing under a steady stream of writes still returns.
 const maxSealBatchesOnRead = 20
 
 // zeroHash is the previous hash of the first seal.

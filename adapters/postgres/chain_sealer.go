@@ -19,7 +19,7 @@ type SealerObserver interface {
 }
 
 // Sealer seals committed ledger transactions in the background. Every
-// instance of the service runs one; a pass that finds the sealer lock taken
+// instance of the service runs one. A pass that finds the sealer lock taken
 // by another instance does nothing, so one sealer works at a time.
 type Sealer struct {
 	pool     *pgxpool.Pool

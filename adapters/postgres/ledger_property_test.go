@@ -338,7 +338,7 @@ func (w *propertyWorld) resolveTwice() {
 	w.counts["resolve twice"]++
 }
 
-// reverse asks the use case to reverse a random stored transaction and
+// reverse calls the use case to reverse a random stored transaction and
 // predicts the outcome from the model: not reversible, already reversed,
 // rejected for overdraft, or created.
 func (w *propertyWorld) reverse() {

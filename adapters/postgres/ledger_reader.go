@@ -40,7 +40,7 @@ func NewLedgerReader(pool *pgxpool.Pool) *LedgerReader {
 // A limit of 0 means 50 and a limit above 500 is lowered to 500.
 //
 // Entry ids come from a sequence and are taken before commit, so a reader
-// can see entry 10 before entry 9 commits; paging by entry id could then
+// can see entry 10 before entry 9 commits. Paging by entry id could then
 // skip entry 9. Seals are assigned after commit by one sealer at a time, so
 // the sealed set always ends at the current head, and paging by seal order
 // never skips or repeats an entry while others write. Entries first seals

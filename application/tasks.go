@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/taskpod/billing/domain"
 	"github.com/taskpod/billing/ports"
@@ -33,6 +34,12 @@ type TasksConfig struct {
 func NewTasks(store ports.Store, billing *Billing, steps *Steps, clock ports.Clock, ids ports.IDGenerator, cfg TasksConfig, log *slog.Logger) *Tasks {
 	return &Tasks{store: store, billing: billing, steps: steps, clock: clock, ids: ids, feeRate: cfg.FeeRate, log: log}
 }
+
+// inlineStepGrace delays the relay's copy of an authorize message that
+// Create runs itself, so the two do not race for the step and the answer
+// carries the hold's outcome. It exceeds a normal Stripe round trip; a
+// slower inline call only makes the relay retry after the lease.
+const inlineStepGrace = 10 * time.Second
 
 // TaskView is a task with its payment, if it has one.
 type TaskView struct {
@@ -89,7 +96,8 @@ func (s *Tasks) Create(ctx context.Context, customerID string, in CreateTaskInpu
 	}
 	task.AttachPayment(payment.ID())
 
-	msg := ports.OutboxMessage{PaymentID: payment.ID(), Step: domain.StepAuthorize, RequestID: ActorFrom(ctx).RequestID}
+	msg := ports.OutboxMessage{PaymentID: payment.ID(), Step: domain.StepAuthorize, RequestID: ActorFrom(ctx).RequestID,
+		Delay: inlineStepGrace}
 	err = s.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
 		if err := tx.Tasks().Insert(ctx, task); err != nil {
 			return err

@@ -129,6 +129,9 @@ type OutboxMessage struct {
 	Step      domain.Step
 	// RequestID ties the relayed work to the API request that caused it.
 	RequestID string
+	// Delay keeps the relay off the message for a while, for a step its
+	// writer runs itself right after commit; the relay is the fallback.
+	Delay time.Duration
 }
 
 // OperationRepository stores ids of direct Stripe calls (card management), so

@@ -54,7 +54,7 @@ func (o txOutbox) Enqueue(ctx context.Context, m ports.OutboxMessage) error {
 	if err != nil {
 		return err
 	}
-	return publishInTx(ctx, wsql.TxFromPgx(o.tx), msg, 0)
+	return publishInTx(ctx, wsql.TxFromPgx(o.tx), msg, m.Delay)
 }
 
 func newMessage(m ports.OutboxMessage, attempt int) (*message.Message, error) {

@@ -278,3 +278,32 @@ func TestWebhookCancelWhileCapturableReleasesHold(t *testing.T) {
 		t.Errorf("payment intent %s is not canceled at the emulator", intentID)
 	}
 }
+
+func TestWebhookSavesAndRemovesCard(t *testing.T) {
+	e := newWebhookEnv(t, webhookEnvOptions{noRelay: true})
+	customer := e.token(t, "customer", e.id("user"))
+	_, setup := e.call(t, http.MethodPost, "/v1/billing/setup", customer, map[string]any{})
+	seti := setup["setupIntentId"].(string)
+
+	// The client confirms with Stripe and never calls confirm-setup.
+	e.stripeCall(t, http.MethodPost, "/v1/setup_intents/"+seti+"/confirm", map[string]string{"payment_method": "pm_card_visa"})
+	var cards map[string]any
+	waitFor(t, "the card saved from setup_intent.succeeded", func() bool {
+		_, cards = e.call(t, http.MethodGet, "/v1/billing/payment-methods", customer, nil)
+		return len(cards["paymentMethods"].([]any)) == 1
+	})
+	card := cards["paymentMethods"].([]any)[0].(map[string]any)
+	if card["isDefault"] != true || cards["defaultPaymentMethodId"] != card["id"] {
+		t.Errorf("saved card %v is not the default (%v)", card, cards["defaultPaymentMethodId"])
+	}
+
+	// Detached at Stripe, for example in the Dashboard.
+	e.stripeCall(t, http.MethodPost, "/v1/payment_methods/"+card["id"].(string)+"/detach", nil)
+	waitFor(t, "the card removed after payment_method.detached", func() bool {
+		_, cards = e.call(t, http.MethodGet, "/v1/billing/payment-methods", customer, nil)
+		return len(cards["paymentMethods"].([]any)) == 0
+	})
+	if cards["defaultPaymentMethodId"] != nil {
+		t.Errorf("default card = %v after its removal, want none", cards["defaultPaymentMethodId"])
+	}
+}

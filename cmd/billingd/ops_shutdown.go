@@ -58,6 +58,10 @@ func closeWhenNotReady(next http.Handler, health *healthState) http.Handler {
 // until it expires. The step keeps the ack deadline it had. Its message is
 // not acknowledged, because the subscriber stops waiting for the ack, so it
 // is delivered again after a restart and skipped as done.
+//
+// NOTE: a step that fails while the relay closes writes its delayed retry
+// into the subscriber's transaction, which Watermill ends at the same
+// moment. That write fails and the message runs again after a restart.
 func finishStepOnClose(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		ctx := msg.Context()

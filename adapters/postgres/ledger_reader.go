@@ -50,6 +50,11 @@ func NewLedgerReader(pool *pgxpool.Pool) *LedgerReader {
 // Pending is the flag stored with the entry: the entries of a hold stay
 // pending after a capture or void resolves the hold, because ledger rows
 // never change. The resolving transaction is listed with its own entries.
+//
+// NOTE: sealing before listing writes to the database, so Entries fails on
+// a read-only replica. With accountId alone, PostgreSQL sorts all of the
+// account's entries by seal position for each page, which grows with a hot
+// account; the task, payment and Stripe filters select few rows.
 func (r *LedgerReader) Entries(ctx context.Context, f ports.LedgerEntryFilter, page ports.EntryPage) ([]ports.LedgerEntryView, bool, error) {
 	if page.After != 0 && page.Before != 0 {
 		return nil, false, domain.Invalid("before", "conflicting_cursors", "set at most one of after and before")

@@ -103,7 +103,14 @@ func TestErrorEnvelopeOnEveryErrorPath(t *testing.T) {
 			422, "invalid_id", "setupIntentId"},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { checkErrorCase(t, env, c) })
+		t.Run(c.name, func(t *testing.T) {
+			resp := checkErrorCase(t, env, c)
+			for _, internal := range []string{"SQLSTATE", "constraint", "pgx", "duplicate key"} {
+				if strings.Contains(string(resp.Body), internal) {
+					t.Errorf("body %s shows database internals (%q)", resp.Body, internal)
+				}
+			}
+		})
 	}
 	if n := env.countRows(`SELECT count(*) FROM tasks`); n != 0 {
 		t.Errorf("%d tasks stored by rejected requests, want 0", n)

@@ -60,7 +60,10 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, domain.ErrInvalidTransition):
 		return &apiError{Status: http.StatusConflict, Type: typeInvalidRequest, Code: "invalid_state_transition", Message: err.Error()}
 	case errors.Is(err, domain.ErrConflict):
-		return &apiError{Status: http.StatusConflict, Type: typeInvalidRequest, Code: "resource_exists", Message: err.Error()}
+		// The cause is a unique violation whose text names tables and
+		// constraints, so the body gets a fixed message.
+		return &apiError{Status: http.StatusConflict, Type: typeInvalidRequest, Code: "resource_exists",
+			Message: "an object with this id already exists; choose another id or read the existing object"}
 	case errors.Is(err, application.ErrSetupNotSucceeded):
 		return &apiError{Status: http.StatusUnprocessableEntity, Type: typeInvalidRequest, Code: "setup_intent_not_succeeded", Param: "setupIntentId", Message: err.Error()}
 	case errors.As(err, &ge) && ge.Retryable():

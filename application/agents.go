@@ -154,6 +154,13 @@ func (s *Agents) price(cents int64, currency string) (domain.Money, error) {
 	if cents < 0 {
 		return domain.Money{}, domain.Invalid("priceCents", "invalid_amount", "priceCents must be zero or more, got %d", cents)
 	}
+	// Stripe rejects a charge above eight digits of minor units
+	// (amount_too_large), so a higher price would fail every task.
+	const maxChargeCents = 99_999_999
+	if cents > maxChargeCents {
+		return domain.Money{}, domain.Invalid("priceCents", "amount_too_large",
+			"priceCents must be at most %d, the largest amount Stripe charges at once, got %d", maxChargeCents, cents)
+	}
 	return domain.NewMoney(cents, cur)
 }
 

@@ -87,6 +87,8 @@ func TestErrorEnvelopeOnEveryErrorPath(t *testing.T) {
 		{"currency not enabled", newAgent(`{"name":"A","priceCents":100,"currency":"eur","stripeAccountId":"acct_1"}`), 422, "unsupported_currency", "currency"},
 		{"negative agent price", newAgent(`{"name":"A","priceCents":-5,"currency":"usd","stripeAccountId":"acct_1"}`), 422, "invalid_amount", "priceCents"},
 		{"missing currency", newAgent(`{"name":"A","priceCents":100}`), 422, "missing_field", "currency"},
+		{"price above Stripe's maximum", newAgent(`{"name":"A","priceCents":100000000,"currency":"usd","stripeAccountId":"acct_1"}`), 422, "amount_too_large", "priceCents"},
+		{"price overflows int64", newAgent(`{"name":"A","priceCents":9223372036854775808,"currency":"usd"}`), 400, "invalid_type", "priceCents"},
 		{"duplicate agent", newAgent(`{"id":"habit","name":"A","priceCents":100,"currency":"usd","stripeAccountId":"acct_1"}`), 409, "resource_exists", ""},
 		{"no token", contractRequest{Method: "GET", Path: "/v1/tasks"}, 401, "missing_token", ""},
 		{"unknown token", contractRequest{Method: "GET", Path: "/v1/tasks", Token: "tpk_unknown"}, 401, "invalid_token", ""},

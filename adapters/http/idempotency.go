@@ -131,9 +131,10 @@ func reservedID(ctx context.Context) string {
 	return id
 }
 
-// idempotent runs a POST, PUT, PATCH or DELETE with an Idempotency-Key at
-// most once per key: it claims the key, buffers the response, stores a
-// success before sending it, and replays the stored response to retries.
+// idempotent handles a POST, PUT, PATCH or DELETE with an Idempotency-Key:
+// it claims the key, buffers the response, stores a success before sending
+// it, and replays the stored response to retries. A request that failed
+// with a 409 or a 5xx, or whose process crashed, may run again on retry.
 // It runs after authentication, because keys are scoped to the caller.
 func (s *Server) idempotent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -334,7 +335,7 @@ func (s *Server) renderCreatedTask(w http.ResponseWriter, r *http.Request, id st
 }
 
 // createdTaskStatus is 202 while the hold is still being placed (Stripe did
-// not answer in time and the relay finishes it), else 201.
+// not reply in time and the relay finishes it), else 201.
 func createdTaskStatus(v application.TaskView) int {
 	if v.Payment != nil && v.Payment.Status == domain.PaymentAuthorizing {
 		return http.StatusAccepted

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -90,12 +91,12 @@ func NewRelay(pool *pgxpool.Pool, runner StepRunner, cfg RelayConfig, observer R
 	})
 
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
-		SchemaAdapter: wsql.PostgreSQLQueueSchema{
+		SchemaAdapter: skipLocked{wsql.PostgreSQLQueueSchema{
 			GenerateWhereClause: dueMessages,
 			// One message per query transaction, so an acknowledgement is
 			// committed as soon as its step ends.
 			SubscribeBatchSize: 1,
-		},
+		}},
 		OffsetsAdapter: wsql.PostgreSQLQueueOffsetsAdapter{DeleteOnAck: true},
 		PollInterval:   cfg.PollInterval,
 		ResendInterval: cfg.BaseBackoff,
@@ -201,6 +202,27 @@ func (r *Relay) quarantine(ctx context.Context, msg *message.Message, m ports.Ou
 	}
 	r.observer.RelayAttempt(string(m.Step), "quarantined")
 	return nil
+}
+
+// skipLocked makes the queue schema skip rows another relay has locked, so
+// relays of several instances work on different messages at once instead of
+// queueing behind one row lock. Ordering within a payment does not depend
+// on the queue: the step executor checks the payment's state first.
+type skipLocked struct {
+	wsql.PostgreSQLQueueSchema
+}
+
+// SelectQuery returns the queue schema's query with SKIP LOCKED added.
+func (s skipLocked) SelectQuery(params wsql.SelectQueryParams) (wsql.Query, error) {
+	q, err := s.PostgreSQLQueueSchema.SelectQuery(params)
+	if err != nil {
+		return q, err
+	}
+	if !strings.HasSuffix(strings.TrimSpace(q.Query), "FOR UPDATE") {
+		return q, fmt.Errorf("unexpected watermill-sql queue query, cannot add SKIP LOCKED: %s", q.Query)
+	}
+	q.Query = strings.TrimSpace(q.Query) + " SKIP LOCKED"
+	return q, nil
 }
 
 // dueMessages selects messages without a delay or whose delay has passed,

@@ -52,7 +52,12 @@ func serve() error {
 	app := fx.New(
 		fx.Supply(cfg, health),
 		fx.Supply(log),
-		fx.WithLogger(func() fxevent.Logger { return &fxevent.SlogLogger{Logger: log.With("component", "fx")} }),
+		fx.WithLogger(func() fxevent.Logger {
+			// Every provide and invoke is wiring detail, not an operator's event.
+			l := &fxevent.SlogLogger{Logger: log.With("component", "fx")}
+			l.UseLogLevel(slog.LevelDebug)
+			return l
+		}),
 		fx.Provide(
 			newRegistry,
 			newMetrics,

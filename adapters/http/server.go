@@ -181,7 +181,7 @@ func (s *Server) authenticate(allowed roles, next http.Handler) http.Handler {
 		}
 		if !allowedRole(allowed, p.Role) {
 			writeError(w, r, &apiError{Status: http.StatusForbidden, Type: typePermission, Code: "forbidden",
-				Message: "a " + string(p.Role) + " token may not call " + r.Method + " " + r.Pattern})
+				Message: "the " + string(p.Role) + " role may not call " + r.Pattern + "; use a token of a role listed in the API reference"})
 			return
 		}
 		actor := application.Actor{Role: p.Role, Subject: p.Subject, TokenID: p.TokenID, RequestID: requestID(r.Context())}

@@ -62,7 +62,7 @@ func (b *Billing) Setup(ctx context.Context, userID string) (SetupResult, error)
 	}
 	si, err := b.gateway.CreateSetupIntent(ctx, customer.StripeCustomerID, key)
 	if err != nil {
-		return SetupResult{}, fmt.Errorf("create setup intent: %w", err)
+		return SetupResult{}, b.failOperation(ctx, key, fmt.Errorf("create setup intent: %w", err))
 	}
 	if err := b.finishOperation(ctx, key); err != nil {
 		return SetupResult{}, err
@@ -93,7 +93,7 @@ func (b *Billing) EnsureStripeCustomer(ctx context.Context, userID string) (doma
 	}
 	stripeID, err := b.gateway.CreateCustomer(ctx, ports.CreateCustomerInput{UserID: userID, IdempotencyKey: key})
 	if err != nil {
-		return domain.Customer{}, fmt.Errorf("create stripe customer: %w", err)
+		return domain.Customer{}, b.failOperation(ctx, key, fmt.Errorf("create stripe customer: %w", err))
 	}
 
 	err = b.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
@@ -216,7 +216,7 @@ func (b *Billing) RemovePaymentMethod(ctx context.Context, userID, paymentMethod
 	}
 	err = b.gateway.DetachPaymentMethod(ctx, paymentMethodID, key)
 	if err != nil && !errors.Is(err, ports.ErrGatewayNotFound) {
-		return fmt.Errorf("detach payment method: %w", err)
+		return b.failOperation(ctx, key, fmt.Errorf("detach payment method: %w", err))
 	}
 
 	err = b.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {
@@ -266,6 +266,23 @@ func (b *Billing) beginOperation(ctx context.Context, subject, kind string) (str
 		return err
 	})
 	return id, err
+}
+
+// failOperation decides whether a failed card call keeps its key. Stripe
+// stores a 5xx answer under its idempotency key and replays it for 24 hours,
+// so after an api_error the operation is finished and the next request gets
+// a new key; at worst that leaves an unused Stripe customer or SetupIntent,
+// which hold no money. After a network failure the outcome is unknown, so
+// the key is kept and a retry replays whatever Stripe did.
+func (b *Billing) failOperation(ctx context.Context, id string, cause error) error {
+	var ge *ports.GatewayError
+	if !errors.As(cause, &ge) || ge.Kind != ports.GatewayAPIError {
+		return cause
+	}
+	if err := b.finishOperation(ctx, id); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
 }
 
 func (b *Billing) finishOperation(ctx context.Context, id string) error {

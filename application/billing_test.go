@@ -3,6 +3,7 @@ package application_test
 import (
 	"context"
 	"errors"
+	"github.com/taskpod/billing/ports"
 	"testing"
 
 	"github.com/taskpod/billing/application"
@@ -272,5 +273,28 @@ func TestDetachRetryReusesKey(t *testing.T) {
 	}
 	if keys := e.gateway.keys("DetachPaymentMethod"); len(keys) != 2 || keys[0] != keys[1] {
 		t.Errorf("detach keys = %v, want the same key twice", keys)
+	}
+}
+
+// Stripe replays a stored 5xx for the same key for 24 hours, so a retry
+// after an api_error must use a new key or it can never succeed.
+func TestCreateCustomerAPIErrorRotatesKey(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.gateway.program("CreateCustomer", gatewayFault{err: &ports.GatewayError{Kind: ports.GatewayAPIError, HTTPStatus: 500, Message: "stored failure"}})
+
+	if _, err := e.billing.Setup(ctx, "user_new"); err == nil {
+		t.Fatal("Setup succeeded although Stripe answered 500")
+	}
+	if _, err := e.billing.Setup(ctx, "user_new"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+
+	keys := e.gateway.keys("CreateCustomer")
+	if len(keys) != 2 {
+		t.Fatalf("customer keys = %v, want two calls", keys)
+	}
+	if keys[0] == keys[1] {
+		t.Errorf("retry reused key %s after a 500, which Stripe would replay", keys[0])
 	}
 }

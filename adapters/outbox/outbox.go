@@ -86,6 +86,9 @@ func publishInTx(ctx context.Context, db wsql.ContextExecutor, msg *message.Mess
 	}
 	if wait > 0 {
 		delay.Message(msg, delay.For(wait))
+		// watermill stores the due time in whole seconds (RFC 3339), which
+		// cuts up to a second off every wait and drops sub-second ones.
+		msg.Metadata.Set(delay.DelayedUntilKey, time.Now().UTC().Add(wait).Format(time.RFC3339Nano))
 	}
 	msg.SetContext(ctx)
 	if err := pub.Publish(Topic, msg); err != nil {

@@ -327,3 +327,26 @@ func TestRelayRetriesUntilSuccess(t *testing.T) {
 		t.Errorf("quarantine holds %d entries after a success on the last allowed attempt, want 0", quarantined)
 	}
 }
+
+func TestEnqueueKeepsSubsecondDelay(t *testing.T) {
+	pool := migratedDatabase(t)
+	msg := captureOf("pay_delayed")
+	msg.Delay = 1500 * time.Millisecond
+	written := time.Now()
+	enqueue(t, pool, msg)
+
+	var raw string
+	err := pool.QueryRow(context.Background(), `SELECT metadata->>'_watermill_delayed_until' FROM watermill_payment_steps
+		WHERE payload->>'paymentId' = 'pay_delayed'`).Scan(&raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		t.Fatalf("stored due time %q: %v", raw, err)
+	}
+	// A due time cut to whole seconds would be up to a second early.
+	if earliest := written.Add(msg.Delay); due.Before(earliest) {
+		t.Errorf("stored due time %s is before the write time plus the delay, %s", due.Format(time.RFC3339Nano), earliest.Format(time.RFC3339Nano))
+	}
+}

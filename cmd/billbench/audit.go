@@ -18,9 +18,9 @@ import (
 	"github.com/taskpod/billing/adapters/postgres"
 )
 
-// The bulk ledger: transfer-shaped transactions of two entries each,
-// debiting one of 100 agent payables and crediting platform_cash, one
-// second of effective time apart and ending an hour before the run. So a
+// The bulk ledger consists of transfer-shaped transactions of two entries.
+// Each debits one of 100 agent payables and credits platform_cash. They are
+// one second of effective time apart and end an hour before the run. So a
 // ledger of n entries holds n/2 platform_cash entries, and the statement of
 // platform_cash lists one entry per bulk transaction.
 const (
@@ -139,13 +139,6 @@ func (b *bench) openAuditDB(ctx context.Context) (*auditDB, error) {
 		return nil, err
 	}
 	return a, nil
-}
-
-func (a *auditDB) close() {
-	if a.svc != nil {
-		a.svc.proc.stop()
-	}
-	a.pool.Close()
 }
 
 // waitSealed waits until the service's ledger sealer has given every
@@ -324,7 +317,7 @@ func (b *bench) auditScenario(ctx context.Context) error {
 			return err
 		}
 		if total != entries {
-			return fmt.Errorf("the audit ledger holds %d entries, want %d", total, entries)
+			return fmt.Errorf("the audit ledger contains %d entries, want %d", total, entries)
 		}
 		if err := waitSealed(ctx, a.pool); err != nil {
 			return err
@@ -369,11 +362,40 @@ func (b *bench) auditScenario(ctx context.Context) error {
 			row.maxRatio = 2
 		}
 		b.addRatio(row)
+		if row.failed() || (!q.bound && row.ratio() > 2) {
+			b.explainLater(ctx, a, qi, sizes[1])
+		}
 	}
 	for _, p := range missing {
 		b.note("The auditor route %s answered 404, so it was not measured.", p)
 	}
 	return nil
+}
+
+// explainLater adds the plan of a slow auditor query to the report and
+// queues an in-process rerun of its reader call for profiling.
+func (b *bench) explainLater(ctx context.Context, a *auditDB, qi, entries int) {
+	q := auditQueries[qi]
+	title := fmt.Sprintf("%s: %s at %d entries", q.name, q.measure, entries)
+	plan, err := b.explainAudit(ctx, a, qi)
+	if err != nil {
+		b.note("Explaining %s failed: %v", title, err)
+	} else {
+		b.section("Query plan: "+title, plan)
+	}
+	b.profiles = append(b.profiles, pendingProfile{name: title + ", reader called in-process", databaseBound: true, run: func(ctx context.Context) error {
+		pool, err := newPoolOn(ctx, a.url, 0, false)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		for range b.cfg.queryRepeats {
+			if err := readAudit(ctx, pool, a, qi); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
 }
 
 // middleEntry returns the id of the middle platform_cash entry.
@@ -462,7 +484,7 @@ func (b *bench) exportScenario(ctx context.Context) error {
 		return fmt.Errorf("the statement has %d lines, want at least %d entries", lines, b.cfg.statementEntries)
 	}
 	b.addAbsolute(resultRow{
-		scenario: "export", measure: fmt.Sprintf("memory growth of billingd serve streaming a CSV statement of %d entries", lines-1),
+		scenario: "export", measure: fmt.Sprintf("memory growth of billingd serve streaming a CSV statement of %d entries", b.cfg.statementEntries),
 		unit: "MiB", value: mib(hwm - before), limit: 64, target: "< 64 MiB",
 		detail: fmt.Sprintf("VmRSS %.1f MiB before, VmHWM %.1f MiB after, peak VmRSS sampled every 50 ms %.1f MiB; %d lines in %s (%.0f lines/s)",
 			mib(before), mib(hwm), mib(peak), lines, elapsed.Round(time.Millisecond), float64(lines)/elapsed.Seconds()),

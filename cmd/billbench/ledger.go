@@ -16,9 +16,10 @@ import (
 )
 
 // A posting is one unit of work that appends a hold and the capture that
-// resolves it: two ledger transactions with three entries each, debiting
-// customer_authorizations and crediting the agent's payable and
-// platform_fee_revenue, as a paid task's authorization and capture do.
+// resolves it, as a paid task's authorization and capture do. These are two
+// ledger transactions of three entries each. Each debits
+// customer_authorizations and credits the agent's payable and
+// platform_fee_revenue.
 const postingAmount = 1000 // minor units of usd
 
 // postingIDs are the ids one posting writes.

@@ -133,11 +133,13 @@ func run(ctx context.Context, cfg config, outPath string, keep bool, only string
 	}
 	b.stopService()
 	if b.audit != nil {
-		b.audit.close()
+		b.audit.svc.proc.stop()
 	}
-
 	if !cfg.short {
 		b.runProfiles(ctx)
+	}
+	if b.audit != nil {
+		b.audit.pool.Close()
 	}
 	b.elapsed = time.Since(started)
 
@@ -180,7 +182,11 @@ type bench struct {
 // (0 keeps pgxpool's default, the service's setting). A traced pool records
 // the statements of contexts that carry a recorder.
 func (b *bench) newPool(ctx context.Context, maxConns int, traced bool) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(b.env.databaseURL)
+	return newPoolOn(ctx, b.env.databaseURL, maxConns, traced)
+}
+
+func newPoolOn(ctx context.Context, databaseURL string, maxConns int, traced bool) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 // operation is one unit of load. worker numbers the goroutine from 0.
 type operation func(ctx context.Context, worker int) error
 
-// loadResult is what one closed-loop run measured.
+// loadResult is the outcome of one closed-loop run.
 type loadResult struct {
 	ops       int
 	errors    int

@@ -36,10 +36,10 @@ func outboxMessage(paymentID, step, requestID string) ports.OutboxMessage {
 }
 
 // relayScenario measures how many outbox messages per second the service's
-// relay runs at saturation, against a watermill-sql subscriber with the
-// same settings whose handler replays the recorded step statements and
-// Stripe requests; then the time from an accepted completion to the
-// recorded transfer at half the saturation rate.
+// relay runs at saturation. The baseline is a watermill-sql subscriber with
+// the same settings whose handler replays the recorded step statements and
+// Stripe requests. Then it measures the time from an accepted completion to
+// the recorded transfer at half the saturation rate.
 func (b *bench) relayScenario(ctx context.Context) error {
 	if err := b.prepareTasks(ctx); err != nil {
 		return err
@@ -105,7 +105,7 @@ func (b *bench) complete(ctx context.Context, t paidTask) error {
 		return err
 	}
 	if status != http.StatusOK || task.Status != "completed" {
-		return fmt.Errorf("complete %s answered %d with status %q, want 200 and completed", t.taskID, status, task.Status)
+		return fmt.Errorf("complete %s returned %d with status %q, want 200 and completed", t.taskID, status, task.Status)
 	}
 	return nil
 }

@@ -161,7 +161,8 @@ func (b *bench) markdown() string {
 	s.WriteString("make bench-short   # go run ./cmd/billbench -short: small sizes, checks that every scenario works, part of make test\n")
 	s.WriteString("```\n\n")
 	s.WriteString("The run creates its own database on the server named by `TEST_DATABASE_URL` (default the local PostgreSQL), migrates it, builds `billingd` with `go build`, and starts `billingd stripe-emulator` and `billingd serve` as separate processes on free loopback ports, with no added emulator latency.\n")
-	s.WriteString("It drops the database at the end (`-keep` keeps it).\n\n")
+	s.WriteString("The service runs with its default settings except `RATE_LIMIT_PER_SECOND=0`, because one benchmark client sends far more than the per-token limit allows an interactive client.\n")
+	s.WriteString("It drops its databases at the end (`-keep` keeps them).\n\n")
 
 	s.WriteString("## Results\n\n")
 	s.WriteString(b.table())

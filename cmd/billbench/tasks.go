@@ -26,7 +26,7 @@ const (
 	benchAgentID   = "benchagent01"
 	benchConnectID = "acct_1BenchAgent"
 	// The baselines write their outbox messages to tables of their own, so
-	// the service's relay never sees them.
+	// the service's relay never reads them.
 	createOutboxTable = "watermill_bench_authorize"
 	relayOutboxTable  = "watermill_bench_steps"
 )
@@ -75,7 +75,7 @@ func (e *apiError) Error() string {
 	return fmt.Sprintf("status %d: %s", e.status, truncate(e.body, 400))
 }
 
-// call sends a JSON request with a bearer token and decodes a 2xx answer into out.
+// call sends a JSON request with a bearer token and decodes a 2xx response into out.
 func (s *service) call(ctx context.Context, method, path, token string, body, out any) (int, error) {
 	var reader io.Reader
 	if body != nil {
@@ -93,6 +93,7 @@ func (s *service) call(ctx context.Context, method, path, token string, body, ou
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, err
@@ -105,9 +106,10 @@ func (s *service) call(ctx context.Context, method, path, token string, body, ou
 	if resp.StatusCode/100 != 2 {
 		return resp.StatusCode, &apiError{status: resp.StatusCode, body: string(data)}
 	}
+
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+			return resp.StatusCode, fmt.Errorf("%s %s: decode response: %w", method, path, err)
 		}
 	}
 	return resp.StatusCode, nil
@@ -271,7 +273,7 @@ func (b *bench) prepareTasks(ctx context.Context) error {
 	if err := b.startService(ctx); err != nil {
 		return err
 	}
-	// The ledger scenario leaves its postings for the service's sealer;
+	// The ledger scenario leaves its postings for the service's sealer, and
 	// sealing them during the timed runs would slow whichever side ran.
 	return waitSealed(ctx, b.env.pool)
 }
@@ -289,9 +291,9 @@ func (b *bench) recordTaskTemplates(ctx context.Context, traced *pgxpool.Pool, f
 	agentActor := application.Actor{Role: application.RoleAgent, Subject: benchAgentID, TokenID: fix.agentTokID}
 	input := application.CreateTaskInput{Title: "Benchmark task", AgentID: benchAgentID, MaxPrice: taskPrice}
 
-	// A first task warms the statement caches, and a first use of each
-	// token records its last use, which is written at most once a minute;
-	// so the recorded operations are the steady state.
+	// A first task warms the statement caches. A first use of each token
+	// records its last use, which is written at most once a minute. So the
+	// recorded operations are the steady state.
 	if _, err := app.tasks.Create(application.WithActor(ctx, customerActor), fix.template.userID, input); err != nil {
 		return nil, err
 	}
@@ -371,7 +373,7 @@ func (b *bench) createTask(ctx context.Context, c customer) (paidTask, error) {
 		return paidTask{}, err
 	}
 	if status != http.StatusCreated || task.Status != "matched" || task.Payment == nil || task.Payment.Status != "authorized" {
-		return paidTask{}, fmt.Errorf("POST /v1/tasks answered %d with task %s %s, payment %+v; want 201, matched, authorized",
+		return paidTask{}, fmt.Errorf("POST /v1/tasks returned %d with task %s %s, payment %+v; want 201, matched, authorized",
 			status, task.ID, task.Status, task.Payment)
 	}
 	return paidTask{taskID: task.ID, paymentID: task.Payment.ID}, nil

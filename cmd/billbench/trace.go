@@ -32,6 +32,8 @@ type event struct {
 	// replay that gets another tag diverged from the template.
 	Tag  string
 	HTTP *httpCall
+	// Took is how long the statement ran in the template run.
+	Took time.Duration
 }
 
 // httpCall is one request to the Stripe emulator and its template response.
@@ -53,7 +55,12 @@ type recorder struct {
 }
 
 type recorderKey struct{}
-type eventIndexKey struct{}
+
+// eventStart identifies a traced statement between its start and its end.
+type eventStart struct {
+	index int
+	at    time.Time
+}
 
 func withRecorder(ctx context.Context, r *recorder) context.Context {
 	return context.WithValue(ctx, recorderKey{}, r)
@@ -71,10 +78,11 @@ func (r *recorder) add(e event) int {
 	return len(r.events) - 1
 }
 
-func (r *recorder) setTag(i int, tag string) {
+func (r *recorder) finish(i int, tag string, took time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events[i].Tag = tag
+	r.events[i].Took = took
 }
 
 // trace returns the events recorded so far.
@@ -94,16 +102,16 @@ func (sqlTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.Trac
 		return ctx
 	}
 	i := r.add(event{SQL: data.SQL, Args: append([]any(nil), data.Args...)})
-	return context.WithValue(ctx, eventIndexKey{}, i)
+	return context.WithValue(ctx, eventStart{}, eventStart{index: i, at: time.Now()})
 }
 
 func (sqlTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
 	r := recorderFrom(ctx)
-	i, ok := ctx.Value(eventIndexKey{}).(int)
+	start, ok := ctx.Value(eventStart{}).(eventStart)
 	if r == nil || !ok {
 		return
 	}
-	r.setTag(i, data.CommandTag.String())
+	r.finish(start.index, data.CommandTag.String(), time.Since(start.at))
 }
 
 // recordingTransport records the requests of contexts that carry a recorder.

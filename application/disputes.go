@@ -79,6 +79,7 @@ func (w *Webhooks) openDispute(ctx context.Context, tx ports.StripeTx, p domain.
 	if err != nil {
 		return domain.Dispute{}, err
 	}
+
 	side := domain.DisputePlatformLoss
 	if w.cfg.DisputeClawback {
 		side = domain.RefundAgentSide(p)
@@ -90,6 +91,7 @@ func (w *Webhooks) openDispute(ctx context.Context, tx ports.StripeTx, p domain.
 	if err := tx.Disputes().Insert(ctx, dispute); err != nil {
 		return domain.Dispute{}, err
 	}
+
 	posting, err := domain.DisputePosting(w.ids.NewID("ltx"), p, dispute.Record(), meta)
 	if err != nil {
 		return domain.Dispute{}, err

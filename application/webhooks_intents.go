@@ -214,6 +214,7 @@ func (w *Webhooks) applyDetached(ctx context.Context, tx ports.StripeTx, pm doma
 		// Attached again since the event was sent.
 		return EventNoEffect, nil
 	}
+
 	owner, found, err := tx.Lookups().PaymentMethodOwner(ctx, pm.ID)
 	if err != nil || !found {
 		return EventNoEffect, err
@@ -228,6 +229,7 @@ func (w *Webhooks) applyDetached(ctx context.Context, tx ports.StripeTx, pm doma
 		// finds the card gone once that request has finished.
 		return "", errUnknownObject
 	}
+
 	customer, err := tx.Customers().GetForUpdate(ctx, owner)
 	if err != nil {
 		return "", err

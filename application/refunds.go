@@ -92,7 +92,8 @@ func (r *Refunds) Request(ctx context.Context, actor Actor, taskID string, in Re
 		}); err != nil {
 			return err
 		}
-		return requeueStep(ctx, tx, p.ID(), domain.StepRefund, actor.RequestID)
+		return requeueStepAfter(ctx, tx, ports.OutboxMessage{PaymentID: p.ID(), Step: domain.StepRefund,
+			RequestID: actor.RequestID, Delay: inlineStepGrace})
 	})
 	if err != nil {
 		return domain.RefundRecord{}, err

@@ -296,7 +296,13 @@ func (s *Steps) claimTarget(ctx context.Context, tx ports.Tx, c *claim) error {
 // A step still in flight is left as it is: its run records its outcome and
 // the new message finds whatever work is left.
 func requeueStep(ctx context.Context, tx ports.Tx, paymentID string, step domain.Step, requestID string) error {
-	st, err := tx.Payments().Step(ctx, paymentID, step)
+	return requeueStepAfter(ctx, tx, ports.OutboxMessage{PaymentID: paymentID, Step: step, RequestID: requestID})
+}
+
+// requeueStepAfter is requeueStep for a message that may carry a Delay,
+// for a step its writer runs itself right after commit.
+func requeueStepAfter(ctx context.Context, tx ports.Tx, msg ports.OutboxMessage) error {
+	st, err := tx.Payments().Step(ctx, msg.PaymentID, msg.Step)
 	if err != nil {
 		return err
 	}
@@ -309,7 +315,7 @@ func requeueStep(ctx context.Context, tx ports.Tx, paymentID string, step domain
 			return err
 		}
 	}
-	return tx.Outbox().Enqueue(ctx, ports.OutboxMessage{PaymentID: paymentID, Step: step, RequestID: requestID})
+	return tx.Outbox().Enqueue(ctx, msg)
 }
 
 // release gives up the lease after a failed call so the relay can retry

@@ -244,3 +244,48 @@ func TestDisputeEventsInReverseOrder(t *testing.T) {
 		t.Errorf("transfer reversals = %s, want 0 without a clawback", n)
 	}
 }
+
+func TestRefundWithoutTransferReducesPayable(t *testing.T) {
+	e := newWebhookEnv(t, webhookEnvOptions{})
+	admin := e.token(t, "admin", "ops")
+	agent := e.id("agent")
+	// The emulator rejects transfers to acct_invalid, so the share stays payable.
+	status, body := e.call(t, http.MethodPost, "/v1/agents", admin, map[string]any{
+		"id": agent, "name": "Unpayable", "priceCents": 100, "currency": "usd", "stripeAccountId": "acct_invalid",
+	})
+	if status != http.StatusCreated {
+		t.Fatalf("create agent: %d %v", status, body)
+	}
+	customer := e.token(t, "customer", e.id("user"))
+	e.saveCard(t, customer, "pm_card_visa")
+	taskID := e.createTask(t, customer, agent, 100)
+	e.waitTask(t, customer, taskID, "matched", "authorized")
+	if status, body := e.call(t, http.MethodPost, "/v1/tasks/"+taskID+"/complete", e.token(t, "agent", agent), map[string]any{}); status != http.StatusOK {
+		t.Fatalf("complete: %d %v", status, body)
+	}
+	var payment map[string]any
+	waitFor(t, "the transfer to fail", func() bool {
+		payment = paymentOfTask(e.task(t, customer, taskID))
+		return payment["status"] == "captured" && payment["transferFailedReason"] != nil
+	})
+	paymentID := payment["id"].(string)
+
+	status, refund := e.call(t, http.MethodPost, "/v1/tasks/"+taskID+"/refund", admin, map[string]any{})
+	if status != http.StatusCreated {
+		t.Fatalf("refund: %d %v", status, refund)
+	}
+	waitFor(t, "the refund", func() bool {
+		return e.scalar(t, `SELECT status FROM refunds WHERE payment_id = $1`, paymentID) == "succeeded"
+	})
+	rows := e.ledger(t, paymentID)
+	for account, want := range map[string]int64{
+		"agent_payable:" + agent: 0, "agent_receivable:" + agent: 0, "platform_fee_revenue": 0, "platform_cash": 67 - 100,
+	} {
+		if got := balance(rows, account); got != want {
+			t.Errorf("%s = %d, want %d", account, got, want)
+		}
+	}
+	if n := e.scalar(t, `SELECT count(*)::text FROM transfer_reversals WHERE payment_id = $1`, paymentID); n != "0" {
+		t.Errorf("transfer reversals = %s, want 0 without a transfer", n)
+	}
+}

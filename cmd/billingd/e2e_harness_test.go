@@ -144,6 +144,7 @@ func startProcess(t *testing.T, name, bin string, env []string, args ...string) 
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", name, tail(logPath, 40))
 		}
+		keepLog(t, logPath)
 	})
 	return p
 }
@@ -178,6 +179,22 @@ func (p *process) running() bool {
 	}
 }
 
+// keepLog copies a process log into E2E_LOG_DIR when that is set, because
+// t.TempDir and the logs in it are gone after the test.
+func keepLog(t *testing.T, path string) {
+	dir := os.Getenv("E2E_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, t.Name()+"-"+filepath.Base(path)), b, 0o600)
+	}
+	if err != nil {
+		t.Logf("keep log %s: %v", path, err)
+	}
+}
+
 func tail(path string, lines int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -202,6 +219,7 @@ type cluster struct {
 	// env is added to every serve process, after the defaults.
 	env     []string
 	serves  int
+	logs    []string
 	admin   string
 	auditor string
 }
@@ -237,13 +255,18 @@ func (c *cluster) startServe(extra ...string) *server {
 	c.t.Helper()
 	c.serves++
 	addr := freeAddr(c.t)
+	// A killed process leaves its step leases for twice STRIPE_TIMEOUT
+	// (4 s). The default 12 relay attempts at these waits last at least
+	// about 6.8 s, so a step that is only busy is not quarantined.
 	env := append([]string{
 		"DATABASE_URL=" + c.dbURL, "LISTEN_ADDR=" + addr, "STRIPE_EMULATOR_ADDR=" + c.emuAddr,
-		"LOG_LEVEL=info", "OUTBOX_BASE_BACKOFF=100ms", "OUTBOX_MAX_BACKOFF=1s", "STRIPE_TIMEOUT=3s",
+		"LOG_LEVEL=info", "OUTBOX_BASE_BACKOFF=100ms", "OUTBOX_MAX_BACKOFF=1s", "STRIPE_TIMEOUT=2s",
 		"SHUTDOWN_TIMEOUT=10s",
 	}, c.env...)
 	env = append(env, extra...)
+
 	p := startProcess(c.t, fmt.Sprintf("serve-%d", c.serves), c.bin, env, "serve")
+	c.logs = append(c.logs, p.logPath)
 	s := &server{process: p, base: "http://" + addr}
 	waitFor(c.t, s.name+" is ready", func() error {
 		if !p.running() {
@@ -433,6 +456,20 @@ func (c *cluster) stripeMutations(path string) int64 {
 		c.t.Fatalf("count requests to %s: %v", path, err)
 	}
 	return out.Mutations
+}
+
+// logLines counts the lines of every serve log that contain text.
+func (c *cluster) logLines(text string) int {
+	c.t.Helper()
+	n := 0
+	for _, path := range c.logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		n += strings.Count(string(b), text)
+	}
+	return n
 }
 
 // errNotYet is returned by wait conditions that are still false.

@@ -52,7 +52,7 @@ func rejectionCode(err error) string {
 	case errors.Is(err, ports.ErrWebhookMalformed):
 		return "event_malformed"
 	case errors.Is(err, ports.ErrWebhookSecretsMissing):
-		return "webhook_secret_missing"
+		return "secret_missing"
 	}
 	return "body_unreadable"
 }
@@ -60,7 +60,7 @@ func rejectionCode(err error) string {
 func (s *Server) rejectWebhook(w http.ResponseWriter, r *http.Request, code string, err error) {
 	s.d.Webhooks.Webhooks.Observe("unverified", "rejected_"+code)
 	level := slog.LevelWarn
-	if code == "webhook_secret_missing" {
+	if code == "secret_missing" {
 		level = slog.LevelError
 	}
 	s.d.Log.Log(r.Context(), level, "stripe webhook rejected", "code", code, "reason", err.Error(),

@@ -29,20 +29,17 @@ func (c *cluster) quarantine(s *server, status string) []quarantineEntry {
 	return out.Data
 }
 
-// TestE2EPoisonMessageRequeue makes every capture of one payment fail with a
+// testPoisonMessageRequeue makes every capture of one payment fail with a
 // 500 until its message is quarantined after OUTBOX_MAX_ATTEMPTS, checks
 // that the tasks around it settle meanwhile, then clears the fault and
 // requeues the message through the admin API.
 //
 // Short mode runs 6 tasks beside the poison one; TEST_LONG=1 runs 30.
-func TestE2EPoisonMessageRequeue(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs billingd processes")
-	}
+func testPoisonMessageRequeue(t *testing.T, bin string) {
 	// The backoff leaves room for a step that is briefly busy in another
 	// executor, such as an authorization the API is still placing, so that
 	// only the poison message uses up its 3 attempts.
-	c := newCluster(t, "OUTBOX_MAX_ATTEMPTS=3", "OUTBOX_BASE_BACKOFF=300ms", "OUTBOX_MAX_BACKOFF=1s")
+	c := newCluster(t, bin, "OUTBOX_MAX_ATTEMPTS=3", "OUTBOX_BASE_BACKOFF=300ms", "OUTBOX_MAX_BACKOFF=1s")
 	s := c.startServe()
 	a := c.registerAgent(s, "agent_poison", "acct_poison", 700)
 	cust := c.newCustomer(s, "user_poison")
@@ -116,13 +113,10 @@ func TestE2EPoisonMessageRequeue(t *testing.T) {
 	t.Logf("poison %s quarantined after %d attempts (%s) and requeued; %v", poison.paymentID, entry.Attempts, entry.LastError, totals)
 }
 
-// TestE2ERetryTransfer sends a transfer to an account Stripe rejects, then
+// testRetryTransfer sends a transfer to an account Stripe rejects, then
 // retries it through the admin API to a corrected account.
-func TestE2ERetryTransfer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs billingd processes")
-	}
-	c := newCluster(t)
+func testRetryTransfer(t *testing.T, bin string) {
+	c := newCluster(t, bin)
 	s := c.startServe()
 	// The emulator rejects transfers to acct_invalid as Stripe rejects an
 	// unknown destination.

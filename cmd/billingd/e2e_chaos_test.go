@@ -100,17 +100,14 @@ func mixedPlan(n int) []outcome {
 	return plan
 }
 
-// TestE2EChaos runs tasks while the emulator fails 30 % of captures with a
+// testChaos runs tasks while the emulator fails 30 % of captures with a
 // 500 and drops the response of 10 % of the remaining captures and of 10 %
 // of holds, releases and transfers after applying them. The ledger must
 // still equal Stripe's records to the cent.
 //
 // Short mode runs 40 tasks; TEST_LONG=1 runs 300.
-func TestE2EChaos(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs billingd processes")
-	}
-	c := newCluster(t, "OUTBOX_BASE_BACKOFF=50ms", "OUTBOX_MAX_BACKOFF=500ms")
+func testChaos(t *testing.T, bin string) {
+	c := newCluster(t, bin)
 	s := c.startServe()
 	agents := []agent{
 		c.registerAgent(s, "agent_chaos_a", "acct_chaosA", 100),
@@ -165,17 +162,14 @@ func (c *cluster) faultsSeen() faultCounts {
 	return f
 }
 
-// TestE2ETwoInstances runs two serve processes on one database and one
+// testTwoInstances runs two serve processes on one database and one
 // emulator. Tasks are created on one instance and ended on the other, both
 // relays consume the same outbox, and 5 % of capture and transfer responses
 // are dropped. No Stripe object may be mutated twice.
 //
 // Short mode runs 40 tasks; TEST_LONG=1 runs 300.
-func TestE2ETwoInstances(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs billingd processes")
-	}
-	c := newCluster(t, "OUTBOX_BASE_BACKOFF=50ms", "OUTBOX_MAX_BACKOFF=500ms")
+func testTwoInstances(t *testing.T, bin string) {
+	c := newCluster(t, bin)
 	instances := []*server{c.startServe(), c.startServe()}
 	agents := []agent{
 		c.registerAgent(instances[0], "agent_twin_a", "acct_twinA", 500),

@@ -13,7 +13,7 @@ import (
 	"github.com/taskpod/billing/ports"
 )
 
-// TestE2ECrashRecovery kills `billingd serve` with SIGKILL at each point of
+// testCrashRecovery kills `billingd serve` with SIGKILL at each point of
 // the money path and restarts it, then checks that every task ended with
 // one hold, one capture and one transfer at most, and a ledger equal to the
 // emulator's records. The emulator runs as its own process, so its state
@@ -21,11 +21,8 @@ import (
 //
 // Short mode (the default) crashes around 13 times over about 20 tasks;
 // TEST_LONG=1 crashes around 40 times over about 75 tasks.
-func TestE2ECrashRecovery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs billingd processes")
-	}
-	c := newCluster(t)
+func testCrashRecovery(t *testing.T, bin string) {
+	c := newCluster(t, bin)
 	s := c.startServe()
 	a := c.registerAgent(s, "agent_crash", "acct_crash", 1000)
 	cust := c.newCustomer(s, "user_crash")

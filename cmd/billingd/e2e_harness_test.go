@@ -64,7 +64,8 @@ func waitFor(t *testing.T, what string, cond func() error) {
 	}
 }
 
-// buildBillingd compiles this package into dir and returns the binary's path.
+// buildBillingd compiles this package into a temporary directory and
+// returns the binary's path.
 func buildBillingd(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "billingd")
@@ -188,7 +189,8 @@ func keepLog(t *testing.T, path string) {
 	}
 	b, err := os.ReadFile(path)
 	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, t.Name()+"-"+filepath.Base(path)), b, 0o600)
+		name := strings.ReplaceAll(t.Name(), "/", "_") + "-" + filepath.Base(path)
+		err = os.WriteFile(filepath.Join(dir, name), b, 0o600)
 	}
 	if err != nil {
 		t.Logf("keep log %s: %v", path, err)
@@ -224,11 +226,26 @@ type cluster struct {
 	auditor string
 }
 
-// newCluster builds billingd and starts the emulator. env overrides serve
-// settings such as OUTBOX_MAX_ATTEMPTS for the whole test.
-func newCluster(t *testing.T, env ...string) *cluster {
+// TestE2E builds billingd once and runs each end-to-end scenario with its
+// own emulator process and databases, one scenario at a time. Run one with
+// go test -run 'TestE2E/Chaos' ./cmd/billingd.
+func TestE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs billingd processes")
+	}
+	bin := buildBillingd(t)
+	t.Run("CrashRecovery", func(t *testing.T) { testCrashRecovery(t, bin) })
+	t.Run("Chaos", func(t *testing.T) { testChaos(t, bin) })
+	t.Run("TwoInstances", func(t *testing.T) { testTwoInstances(t, bin) })
+	t.Run("PoisonMessageRequeue", func(t *testing.T) { testPoisonMessageRequeue(t, bin) })
+	t.Run("RetryTransfer", func(t *testing.T) { testRetryTransfer(t, bin) })
+}
+
+// newCluster starts the emulator for one scenario run with bin. env
+// overrides serve settings such as OUTBOX_MAX_ATTEMPTS for the scenario.
+func newCluster(t *testing.T, bin string, env ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bin: buildBillingd(t), dbURL: newDatabase(t, "e2e"), emuAddr: freeAddr(t), env: env}
+	c := &cluster{t: t, bin: bin, dbURL: newDatabase(t, "e2e"), emuAddr: freeAddr(t), env: env}
 	emuDB := newDatabase(t, "e2e_emu")
 	c.emu = startProcess(t, "stripe-emulator", c.bin, []string{
 		"DATABASE_URL=" + emuDB, "STRIPE_EMULATOR_ADDR=" + c.emuAddr, "LOG_LEVEL=warn",

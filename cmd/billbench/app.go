@@ -36,11 +36,10 @@ type inproc struct {
 // records the requests of contexts that carry a recorder.
 func (b *bench) newInproc(pool *pgxpool.Pool) (*inproc, error) {
 	log := logging.New(io.Discard, slog.LevelInfo)
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 64
+	// The service's gateway sends through http.DefaultTransport too.
 	gw, err := stripe.New(stripe.Config{
 		SecretKey: "sk_test_billbench", APIBase: b.env.emulatorURL, Logger: log,
-		HTTPClient: &http.Client{Timeout: stripe.DefaultTimeout, Transport: recordingTransport{next: transport}},
+		HTTPClient: &http.Client{Timeout: stripe.DefaultTimeout, Transport: recordingTransport{next: http.DefaultTransport}},
 	})
 	if err != nil {
 		return nil, err

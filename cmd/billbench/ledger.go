@@ -165,7 +165,7 @@ func (b *bench) ledgerScenario(ctx context.Context) error {
 			detail: fmt.Sprintf("app rounds %s; raw SQL rounds %s; app p99 %s", formatRates(cmp.rates("app")),
 				formatRates(cmp.rates("baseline")), formatDuration(percentile(cmp.latencies("app"), 99))),
 		})
-		if min > 0 && cmp.rate("app") < min*cmp.rate("baseline") {
+		if (min > 0 && cmp.rate("app") < min*cmp.rate("baseline")) || (b.cfg.profileAll && writers == 32) {
 			b.profileLater("ledger posting at "+fmt.Sprint(writers)+" writers", func(ctx context.Context) error {
 				pool, err := b.newPool(ctx, writers, false)
 				if err != nil {
@@ -197,12 +197,24 @@ func (b *bench) ledgerScenario(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("hot account at %d writers: %w", writers, err)
 		}
-		b.addRatio(resultRow{
+		row := resultRow{
 			scenario: "hot account", measure: fmt.Sprintf("postings/s, %d writers", writers),
 			appLabel: "hot", baseLabel: "spread", unit: "/s",
 			app: cmp.rate("hot"), base: cmp.rate("spread"), target: "≥ 0.8", min: 0.8,
 			detail: fmt.Sprintf("hot rounds %s; spread rounds %s", formatRates(cmp.rates("hot")), formatRates(cmp.rates("spread"))),
-		})
+		}
+		b.addRatio(row)
+		if row.failed() {
+			b.profileLater(fmt.Sprintf("hot account at %d writers", writers), func(ctx context.Context) error {
+				pool, err := b.newPool(ctx, writers, false)
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				res, _ := appRun(pool, writers, false)(ctx)
+				return res.firstErr
+			})
+		}
 	}
 	return nil
 }

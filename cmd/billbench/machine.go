@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -22,6 +23,9 @@ type machine struct {
 	// LoadAverage is /proc/loadavg at the start of the run: other work on
 	// the machine at that time.
 	LoadAverage string
+	// Commit is the checked-out commit of the module, marked when tracked
+	// files differ from it.
+	Commit string
 }
 
 func describeMachine(ctx context.Context, pool *pgxpool.Pool) machine {
@@ -39,6 +43,7 @@ func describeMachine(ctx context.Context, pool *pgxpool.Pool) machine {
 			m.LoadAverage = strings.Join(fields[:3], " ")
 		}
 	}
+	m.Commit = commit()
 	if err := pool.QueryRow(ctx, "SHOW server_version").Scan(&m.PostgreSQL); err != nil {
 		m.PostgreSQL = "unknown: " + err.Error()
 	}
@@ -60,4 +65,22 @@ func procField(path, name string) string {
 		}
 	}
 	return "unknown"
+}
+
+// commit returns the module's git commit, or "unknown" outside a checkout.
+func commit() string {
+	root, err := moduleRoot()
+	if err != nil {
+		return "unknown"
+	}
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	id := strings.TrimSpace(string(out))
+	status, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
+	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
+		id += " with uncommitted changes"
+	}
+	return id
 }

@@ -31,7 +31,7 @@ type config struct {
 	duration time.Duration
 	// rounds is how many interleaved rounds each side of a ratio runs.
 	rounds int
-	// relayTasks is how many completions the relay saturation run drains.
+	// relayTasks is how many completions each relay saturation round drains.
 	relayTasks int
 	// latencyTasks is how many paced completions the latency run sends.
 	latencyTasks int
@@ -41,6 +41,9 @@ type config struct {
 	statementEntries int
 	// queryRepeats is how many times each auditor query is timed.
 	queryRepeats int
+	// profileAll profiles the in-process reruns of the ledger, task and
+	// relay scenarios even when they meet their targets.
+	profileAll bool
 }
 
 func shortConfig() config {
@@ -52,7 +55,7 @@ func shortConfig() config {
 
 func longConfig() config {
 	return config{
-		duration: 4 * time.Second, rounds: 3, relayTasks: 300, latencyTasks: 150,
+		duration: 4 * time.Second, rounds: 3, relayTasks: 200, latencyTasks: 150,
 		smallLedger: 10_000, largeLedger: 1_000_000, statementEntries: 1_000_000, queryRepeats: 15,
 	}
 }
@@ -62,12 +65,14 @@ func main() {
 	out := flag.String("out", "", "write the Markdown report to this file (default docs/benchmarks.md, or none with -short)")
 	keep := flag.Bool("keep", false, "keep the benchmark database and temporary files for inspection")
 	only := flag.String("only", "", "comma-separated scenarios to run: ledger, tasks, relay, audit, export (default all)")
+	profileAll := flag.Bool("profile", false, "profile the in-process reruns of the ledger, task and relay scenarios even when they meet their targets")
 	flag.Parse()
 
 	cfg := longConfig()
 	if *short {
 		cfg = shortConfig()
 	}
+	cfg.profileAll = *profileAll
 	if *out == "" && !*short {
 		*out = "docs/benchmarks.md"
 	}
@@ -135,7 +140,7 @@ func run(ctx context.Context, cfg config, outPath string, keep bool, only string
 	if b.audit != nil {
 		b.audit.svc.proc.stop()
 	}
-	if !cfg.short {
+	if !cfg.short || cfg.profileAll {
 		b.runProfiles(ctx)
 	}
 	if b.audit != nil {

@@ -44,6 +44,10 @@ func (b *bench) runProfiles(ctx context.Context) {
 
 func profile(ctx context.Context, base string, run func(ctx context.Context) error, databaseBound bool) (string, error) {
 	cpuPath, allocBefore, allocAfter := base+".cpu.pprof", base+".allocs0.pprof", base+".allocs1.pprof"
+	// Sample an allocation every 16 KiB instead of every 512 KiB, so short
+	// reruns show more than a few samples.
+	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+	runtime.MemProfileRate = 16 * 1024
 	if err := writeHeapProfile(allocBefore); err != nil {
 		return "", err
 	}

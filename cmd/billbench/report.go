@@ -153,6 +153,7 @@ func (b *bench) markdown() string {
 	fmt.Fprintf(&s, "- Go: %s\n", m.GoVersion)
 	fmt.Fprintf(&s, "- PostgreSQL: %s on 127.0.0.1:5432, shared with the development databases\n", m.PostgreSQL)
 	fmt.Fprintf(&s, "- Load average at the start of the run (1, 5, 15 min): %s\n", m.LoadAverage)
+	fmt.Fprintf(&s, "- Commit: %s\n", m.Commit)
 	fmt.Fprintf(&s, "- Run time: %s\n\n", b.elapsed.Round(time.Second))
 
 	s.WriteString("## Commands\n\n")

@@ -510,7 +510,7 @@ func (b *bench) tasksScenario(ctx context.Context) error {
 		if memoryRow != nil {
 			b.addAbsolute(*memoryRow)
 		}
-		if cmp.rate("app") < 0.5*cmp.rate("baseline") {
+		if cmp.rate("app") < 0.5*cmp.rate("baseline") || (b.cfg.profileAll && clients == 32) {
 			b.profileCreate(clients)
 		}
 	}

@@ -128,9 +128,9 @@ func (e *env) createDatabase(ctx context.Context) (string, *pgxpool.Pool, error)
 }
 
 // service starts `billingd serve` against databaseURL and the emulator
-// process, with the service's default settings otherwise, except that the
-// per-token rate limit is off: one benchmark client sends far more than
-// the limit allows an interactive client, and a 429 would fail the run.
+// process, with the service's default settings otherwise. The per-token
+// rate limit is off, because one benchmark client sends far more than the
+// limit allows an interactive client and a 429 would fail the run.
 func (e *env) service(ctx context.Context, databaseURL string) (*process, string, error) {
 	addr, err := freeAddr()
 	if err != nil {

@@ -55,7 +55,7 @@ func shortConfig() config {
 
 func longConfig() config {
 	return config{
-		duration: 4 * time.Second, rounds: 3, relayTasks: 200, latencyTasks: 150,
+		duration: 3 * time.Second, rounds: 3, relayTasks: 200, latencyTasks: 150,
 		smallLedger: 10_000, largeLedger: 1_000_000, statementEntries: 1_000_000, queryRepeats: 15,
 	}
 }

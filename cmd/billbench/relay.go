@@ -213,7 +213,7 @@ func (b *bench) waitOutboxEmpty(ctx context.Context) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the service's outbox still holds %d messages after 5 minutes", pending)
+			return fmt.Errorf("the service's outbox still contains %d messages after 5 minutes", pending)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -123,8 +123,8 @@ type customer struct {
 }
 
 // fixtures are the agent and customers every HTTP scenario uses. Worker i
-// of a load uses customers[i]; the template customer is kept apart so that
-// its template ids never collide with a worker's.
+// of a load uses customers[i]. The template customer is kept apart, so its
+// template ids never collide with a worker's.
 type fixtures struct {
 	adminToken             string
 	agentToken, agentTokID string

@@ -151,8 +151,9 @@ func (t recordingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 // substitution maps template values to the values of one replayed
-// operation. It applies to every string, []string and []byte argument, to
-// request bodies, URLs and headers, and to the SQL text for table renames.
+// operation. It applies to every string, []string and []byte argument and
+// to request bodies, URLs and headers. Timestamp arguments move by shift,
+// and tables renames tables in the SQL text.
 type substitution struct {
 	pairs    []string
 	replacer *strings.Replacer

@@ -19,8 +19,8 @@ import (
 // emulator's records. The emulator runs as its own process, so its state
 // and fault rules outlive every crash of the service.
 //
-// Short mode (the default) crashes around 13 times over about 20 tasks;
-// TEST_LONG=1 crashes around 40 times over about 75 tasks.
+// Short mode (the default) kills serve 12 times over 16 tasks; TEST_LONG=1
+// kills it 41 times over 65 tasks.
 func testCrashRecovery(t *testing.T, bin string) {
 	c := newCluster(t, bin)
 	s := c.startServe()
@@ -39,14 +39,43 @@ func testCrashRecovery(t *testing.T, bin string) {
 		s = c.startServe()
 		all = append(all, task)
 	}
-	c.waitSettled(all)
+	c.waitPayments(all)
+
+	// The hold is placed at Stripe but its response is lost, so the task
+	// is created as authorizing (202), and the process dies. After the
+	// restart the relay must find that hold instead of placing another.
+	for range pick(1, 3) {
+		before := c.stripeMutations("/v1/payment_intents")
+		c.addFault(fault{Method: http.MethodPost, Path: "/v1/payment_intents", DropResponseRate: 1, Count: ptr(int64(1))})
+		task := c.mustCreateTask(s, cust, a)
+		if after := c.stripeMutations("/v1/payment_intents"); after != before+1 {
+			t.Fatalf("PaymentIntents created for the task = %d, want 1", after-before)
+		}
+		s.kill()
+		s = c.startServe()
+		c.waitMatched(s, task)
+		c.mustEnd(s, task, completeTask)
+		all = append(all, task)
+	}
+
+	// A cancellation queues the release of the hold, and the process dies
+	// right after the response.
+	for range pick(1, 3) {
+		task := c.mustCreateTask(s, cust, a)
+		c.waitMatched(s, task)
+		c.mustEnd(s, task, cancelTask)
+		s.kill()
+		s = c.startServe()
+		all = append(all, task)
+	}
+	c.waitPayments(all)
 
 	// Stripe captured but the service never learned it: the response is
 	// dropped after the capture took effect, and the process dies before
 	// the relay retries. A slow backoff keeps the retry after the kill.
 	for range pick(1, 3) {
 		// Settled tasks keep other Stripe calls from meeting the fault.
-		c.waitSettled(all)
+		c.waitPayments(all)
 		s = c.restartWith(s, "OUTBOX_BASE_BACKOFF=5s", "OUTBOX_MAX_BACKOFF=5s")
 		task := c.mustCreateTask(s, cust, a)
 		c.waitMatched(s, task)
@@ -70,7 +99,7 @@ func testCrashRecovery(t *testing.T, bin string) {
 	// The capture is recorded and the transfer reached Stripe, but its
 	// response is lost and the process dies before the retry.
 	for range pick(1, 3) {
-		c.waitSettled(all)
+		c.waitPayments(all)
 		s = c.restartWith(s, "OUTBOX_BASE_BACKOFF=5s", "OUTBOX_MAX_BACKOFF=5s")
 		before := c.stripeMutations("/v1/transfers")
 		c.addFault(fault{Method: http.MethodPost, Path: "/v1/transfers", DropResponseRate: 1, Count: ptr(int64(1))})
@@ -94,7 +123,7 @@ func testCrashRecovery(t *testing.T, bin string) {
 	// Between capture and transfer: Stripe fails every transfer with a
 	// 500 until the fault is cleared, and the process dies meanwhile.
 	for range pick(1, 3) {
-		c.waitSettled(all)
+		c.waitPayments(all)
 		c.addFault(fault{Method: http.MethodPost, Path: "/v1/transfers", Rate: 1})
 		task := c.mustCreateTask(s, cust, a)
 		c.waitMatched(s, task)
@@ -112,7 +141,7 @@ func testCrashRecovery(t *testing.T, bin string) {
 		s = c.startServe()
 		all = append(all, task)
 	}
-	c.waitSettled(all)
+	c.waitPayments(all)
 
 	// After the commit, before the acknowledgement: the step's outcome is
 	// in the database but its message is still in the outbox, so it runs

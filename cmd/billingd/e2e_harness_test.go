@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -340,21 +341,38 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
 
-// call sends one JSON request and decodes a 2xx response into out.
+// call sends one JSON request and decodes a 2xx response into out. Like a
+// well-behaved client it waits out a 429 for the Retry-After seconds and
+// sends the request again, because the rate limit rejects before any work.
 func call(method, u, token string, body, out any) (int, error) {
-	var reader io.Reader
+	var payload []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
 			return 0, err
 		}
-		reader = bytes.NewReader(b)
+	}
+	deadline := time.Now().Add(hungAfter)
+	for {
+		status, retryAfter, err := send(method, u, token, payload, out)
+		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
+			return status, err
+		}
+		time.Sleep(retryAfter)
+	}
+}
+
+// send makes one attempt of call and returns the wait a 429 asks for.
+func send(method, u, token string, payload []byte, out any) (int, time.Duration, error) {
+	var reader io.Reader
+	if payload != nil {
+		reader = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequest(method, u, reader)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if body != nil {
+	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if token != "" {
@@ -363,22 +381,26 @@ func call(method, u, token string, body, out any) (int, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	res, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
-		return res.StatusCode, err
+		return res.StatusCode, 0, err
+	}
+	retryAfter := time.Second
+	if secs, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && secs > 0 {
+		retryAfter = time.Duration(secs) * time.Second
 	}
 	if res.StatusCode/100 != 2 {
-		return res.StatusCode, &apiError{status: res.StatusCode, body: string(raw)}
+		return res.StatusCode, retryAfter, &apiError{status: res.StatusCode, body: string(raw)}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return res.StatusCode, fmt.Errorf("decode %s %s: %w: %s", method, u, err, raw)
+			return res.StatusCode, 0, fmt.Errorf("decode %s %s: %w: %s", method, u, err, raw)
 		}
 	}
-	return res.StatusCode, nil
+	return res.StatusCode, 0, nil
 }
 
 // mustCall is call that fails the test on any error.

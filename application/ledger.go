@@ -116,6 +116,19 @@ func (l *Ledger) reverseInTx(ctx context.Context, tx ports.Tx, actor Actor, tran
 	if err := domain.CheckOverdraft(reversal, balances); err != nil {
 		return Reversal{}, err
 	}
+	// Agent payables and authorizations pool many payments, so the pooled
+	// check alone would let a capture be reversed after its own transfer
+	// whenever other payments keep the pool positive. Checking the payment's
+	// own share forces the later transaction to be reversed first.
+	if paymentID := original.Meta.PaymentID; paymentID != "" {
+		own, err := ledger.PaymentPostedBalances(ctx, paymentID, reversal.SortedAccounts())
+		if err != nil {
+			return Reversal{}, err
+		}
+		if err := domain.CheckOverdraft(reversal, own); err != nil {
+			return Reversal{}, err
+		}
+	}
 
 	if err := ledger.Append(ctx, reversal); err != nil {
 		return Reversal{}, err

@@ -73,6 +73,9 @@ type LedgerHistory interface {
 	// PostedBalances returns the current balances of accounts in every
 	// currency they hold.
 	PostedBalances(ctx context.Context, accounts []domain.AccountID) ([]domain.AccountBalance, error)
+	// PaymentPostedBalances returns what one payment's transactions
+	// contribute to the balances of accounts.
+	PaymentPostedBalances(ctx context.Context, paymentID string, accounts []domain.AccountID) ([]domain.AccountBalance, error)
 }
 
 // LedgerBooks reads balances, statements and the audit log outside

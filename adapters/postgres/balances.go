@@ -38,8 +38,18 @@ type queryer interface {
 // effective at or before asOf names the hold; the CASE keeps the lookup off
 // the entries of other transactions.
 func readBalances(ctx context.Context, q queryer, accounts []domain.AccountID, asOf time.Time) ([]domain.AccountBalance, error) {
+	return readScopedBalances(ctx, q, accounts, asOf, "")
+}
+
+// readScopedBalances is readBalances limited, when paymentID is set, to the
+// entries of one payment's transactions.
+func readScopedBalances(ctx context.Context, q queryer, accounts []domain.AccountID, asOf time.Time, paymentID string) ([]domain.AccountBalance, error) {
 	var filters []string
 	var args []any
+	if paymentID != "" {
+		args = append(args, paymentID)
+		filters = append(filters, fmt.Sprintf("e.transaction_id IN (SELECT id FROM ledger_transactions WHERE payment_id = $%d)", len(args)))
+	}
 	if accounts != nil {
 		ids := make([]string, len(accounts))
 		for i, a := range accounts {

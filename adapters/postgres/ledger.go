@@ -230,6 +230,15 @@ func (r ledgerRepository) ReversalOf(ctx context.Context, id string) (domain.Led
 
 // PostedBalances returns the current balances of accounts, counting every
 // committed entry whatever its effective time.
+func (r ledgerRepository) PaymentPostedBalances(ctx context.Context, paymentID string, accounts []domain.AccountID) ([]domain.AccountBalance, error) {
+	balances, err := readScopedBalances(ctx, r.tx, accounts, time.Time{}, paymentID)
+	if err != nil {
+		return nil, fmt.Errorf("read balances of %s for payment %s: %w", accountList(accounts), paymentID, err)
+	}
+	return balances, nil
+}
+
+// PostedBalances returns the current balances of accounts in every currency.
 func (r ledgerRepository) PostedBalances(ctx context.Context, accounts []domain.AccountID) ([]domain.AccountBalance, error) {
 	balances, err := readBalances(ctx, r.tx, accounts, time.Time{})
 	if err != nil {

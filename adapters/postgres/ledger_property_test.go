@@ -402,6 +402,39 @@ func (w *propertyWorld) wouldOverdraw(original domain.LedgerTransaction) bool {
 			return true
 		}
 	}
+	return w.wouldOverdrawPayment(original)
+}
+
+// wouldOverdrawPayment repeats the check on the original payment's own
+// share of each account, since pooled accounts hide a payment whose later
+// transactions already used the money.
+func (w *propertyWorld) wouldOverdrawPayment(original domain.LedgerTransaction) bool {
+	if original.Meta.PaymentID == "" {
+		return false
+	}
+	own := map[balanceKey]int64{}
+	for _, t := range w.model.stored {
+		if t.Meta.PaymentID != original.Meta.PaymentID || t.Pending {
+			continue
+		}
+		for _, e := range t.Entries {
+			own[balanceKey{e.Account, e.Currency}] += e.Amount
+		}
+	}
+	for _, e := range original.Entries {
+		k := balanceKey{e.Account, e.Currency}
+		class, _ := domain.ClassOf(k.account)
+		if class.MayGoNegative {
+			continue
+		}
+		after := own[k] - e.Amount
+		if domain.NormalBalanceOf(k.account) == domain.NormalCredit {
+			after = -after
+		}
+		if after < 0 {
+			return true
+		}
+	}
 	return false
 }
 

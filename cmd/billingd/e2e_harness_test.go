@@ -362,7 +362,8 @@ func call(method, u, token string, body, out any) (int, error) {
 	}
 }
 
-// send makes one attempt of call and returns the wait a 429 asks for.
+// send makes one attempt of call and returns the wait that the Retry-After
+// header of a 429 sets.
 func send(method, u, token string, payload []byte, out any) (int, time.Duration, error) {
 	var reader io.Reader
 	if payload != nil {

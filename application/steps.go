@@ -146,7 +146,12 @@ func (s *Steps) Run(ctx context.Context, msg ports.OutboxMessage) error {
 		log.WarnContext(ctx, "payment step failed, will retry", "error", err)
 		return s.release(ctx, c, err)
 	}
-	return s.record(ctx, c, outcome)
+	if err := s.record(ctx, c, outcome); err != nil {
+		// The outcome stays at Stripe; the next run finds it by
+		// reconciling, and need not wait for this run's lease to expire.
+		return s.release(ctx, c, err)
+	}
+	return nil
 }
 
 // claim locks the payment, decides whether the step is still needed and

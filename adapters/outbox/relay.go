@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/taskpod/billing/application"
 	"github.com/taskpod/billing/ports"
 )
 
@@ -146,7 +147,13 @@ func (r *Relay) handle(msg *message.Message) error {
 		r.observer.RelayAttempt(string(m.Step), "success")
 		return nil
 	}
-	if attempt >= r.cfg.MaxAttempts {
+	// A step leased by another executor is not failing: the lease ends
+	// within twice the Stripe timeout, so waiting for it spends no attempt.
+	next := attempt + 1
+	if errors.Is(runErr, application.ErrStepBusy) {
+		next = attempt
+	}
+	if next > attempt && attempt >= r.cfg.MaxAttempts {
 		r.log.ErrorContext(ctx, "outbox message quarantined after its last attempt",
 			"payment_id", m.PaymentID, "step", m.Step, "attempts", attempt, "error", runErr)
 		return r.quarantine(ctx, msg, m, attempt, runErr)
@@ -155,7 +162,7 @@ func (r *Relay) handle(msg *message.Message) error {
 	wait := r.backoff(attempt)
 	r.log.WarnContext(ctx, "payment step will be retried", "payment_id", m.PaymentID, "step", m.Step,
 		"attempt", attempt, "retry_in", wait.String(), "error", runErr)
-	next, err := newMessage(m, attempt+1)
+	retry, err := newMessage(m, next)
 	if err != nil {
 		return err
 	}
@@ -163,7 +170,7 @@ func (r *Relay) handle(msg *message.Message) error {
 	if !ok {
 		return errors.New("outbox message arrived without its transaction")
 	}
-	if err := publishInTx(ctx, tx, next, wait); err != nil {
+	if err := publishInTx(ctx, tx, retry, wait); err != nil {
 		return err
 	}
 	r.observer.RelayAttempt(string(m.Step), "retry")

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskpod/billing/adapters/outbox"
+	"github.com/taskpod/billing/application"
 	"github.com/taskpod/billing/domain"
 	"github.com/taskpod/billing/ports"
 )
@@ -348,5 +349,29 @@ func TestEnqueueKeepsSubsecondDelay(t *testing.T) {
 	// A due time cut to whole seconds would be up to a second early.
 	if earliest := written.Add(msg.Delay); due.Before(earliest) {
 		t.Errorf("stored due time %s is before the write time plus the delay, %s", due.Format(time.RFC3339Nano), earliest.Format(time.RFC3339Nano))
+	}
+}
+
+// A step leased by another executor is waited for without spending the
+// retry budget, so a message is never quarantined for a lease that ends.
+func TestRelayBusyStepSpendsNoAttempt(t *testing.T) {
+	pool := migratedDatabase(t)
+	runner := newRecordingRunner(func(_ ports.OutboxMessage, n int) error {
+		if n <= 5 {
+			return application.ErrStepBusy
+		}
+		return nil
+	})
+	startRelay(t, pool, runner, fastRelay(2))
+	enqueue(t, pool, captureOf("pay_busy"))
+
+	waitUntil(t, "the sixth run succeeds", func() bool { return runner.count("pay_busy") >= 6 })
+	waitUntil(t, "the outbox is empty", func() bool { return pendingMessages(t, pool) == 0 })
+	var quarantined int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox_quarantine`).Scan(&quarantined); err != nil {
+		t.Fatal(err)
+	}
+	if quarantined != 0 {
+		t.Errorf("quarantine holds %d entries for a step that was only busy, want 0", quarantined)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/delay"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskpod/billing/adapters/outbox"
@@ -48,12 +49,12 @@ func (b *bench) relayScenario(ctx context.Context) error {
 	}
 	n := b.cfg.relayTasks
 
-	// Each round starts with the service's ledger sealer idle, because a
-	// sealing backlog left by earlier load would slow whichever side ran
-	// first.
+	// Each side of a round starts with the service's ledger sealer idle and
+	// the outbox tables vacuumed, because a sealing backlog, or dead rows
+	// left by earlier load, would slow whichever side met them.
 	var appRates, baseRates []float64
 	for range b.cfg.rounds {
-		if err := waitSealed(ctx, b.env.pool); err != nil {
+		if err := b.settle(ctx); err != nil {
 			return err
 		}
 		rate, err := b.appRelaySaturation(ctx, n)
@@ -62,7 +63,7 @@ func (b *bench) relayScenario(ctx context.Context) error {
 		}
 		appRates = append(appRates, rate)
 
-		if err := waitSealed(ctx, b.env.pool); err != nil {
+		if err := b.settle(ctx); err != nil {
 			return err
 		}
 		if rate, err = b.baselineRelaySaturation(ctx, n); err != nil {
@@ -88,7 +89,7 @@ func (b *bench) relayScenario(ctx context.Context) error {
 		b.profileRelay(n)
 	}
 
-	if err := waitSealed(ctx, b.env.pool); err != nil {
+	if err := b.settle(ctx); err != nil {
 		return err
 	}
 
@@ -102,6 +103,26 @@ func (b *bench) relayScenario(ctx context.Context) error {
 		detail: fmt.Sprintf("half the saturation rate (%.1f messages/s is %.1f completions/s); p50 %s, max %s over %d completions; idle polling every %s adds up to that much per message",
 			appRate, appRate/2, formatDuration(percentile(latencies, 50)), formatDuration(percentile(latencies, 100)), len(latencies), relayPollInterval),
 	})
+	return nil
+}
+
+// settle waits for the ledger sealer and vacuums the outbox tables of the
+// service and of the baseline, as autovacuum would after enough churn.
+func (b *bench) settle(ctx context.Context) error {
+	if err := waitSealed(ctx, b.env.pool); err != nil {
+		return err
+	}
+	return vacuum(ctx, b.env.pool, "watermill_payment_steps", relayOutboxTable)
+}
+
+// vacuum runs VACUUM (ANALYZE) on tables, so timings do not depend on when
+// autovacuum last visited them.
+func vacuum(ctx context.Context, pool *pgxpool.Pool, tables ...string) error {
+	for _, table := range tables {
+		if _, err := pool.Exec(ctx, "VACUUM (ANALYZE) "+pgx.Identifier{table}.Sanitize()); err != nil {
+			return fmt.Errorf("vacuum %s: %w", table, err)
+		}
+	}
 	return nil
 }
 

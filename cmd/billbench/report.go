@@ -194,6 +194,7 @@ const method = `## Method
 
 Each ratio comes from interleaved rounds: the application and its baseline take turns, and each side's figure is the median of its rounds.
 Interleaving spreads the noise of a shared machine over both sides instead of charging a burst to whichever side ran during it.
+Before each relay round and after each bulk load, billbench waits for the service's ledger sealer to seal every committed transaction and runs ` + "`VACUUM (ANALYZE)`" + ` on the tables involved, as autovacuum would after that much churn, so that no timing depends on when autovacuum last ran.
 
 The baselines do not guess what the application sends.
 billbench records the SQL statements of one operation of the application with a pgx tracer, and its Stripe requests with an HTTP transport, then replays them with fresh ids.

@@ -14,6 +14,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/delay"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/taskpod/billing/application"
@@ -69,10 +70,12 @@ func (c *RelayConfig) setDefaults() {
 
 // Relay reads due outbox messages with watermill-sql and runs their steps.
 // A failed step is never retried in place, which would block every message
-// behind it: the handler writes a delayed copy with the next attempt number
-// and acknowledges the original in the same transaction, or after the last
-// attempt moves the message to the quarantine table.
+// behind it: the handler commits a delayed copy with the next attempt
+// number, then acknowledges the original, or after the last attempt moves
+// the message to the quarantine table. A crash between the two leaves both
+// messages, and the step executor makes the extra run harmless.
 type Relay struct {
+	pool     *pgxpool.Pool
 	router   *message.Router
 	runner   StepRunner
 	cfg      RelayConfig
@@ -111,7 +114,7 @@ func NewRelay(pool *pgxpool.Pool, runner StepRunner, cfg RelayConfig, observer R
 	if err != nil {
 		return nil, fmt.Errorf("create outbox router: %w", err)
 	}
-	r := &Relay{router: router, runner: runner, cfg: cfg, observer: observer, log: log, started: make(chan struct{})}
+	r := &Relay{pool: pool, router: router, runner: runner, cfg: cfg, observer: observer, log: log, started: make(chan struct{})}
 	router.AddConsumerHandler("payment_steps", Topic, sub, r.handle)
 	return r, nil
 }
@@ -166,15 +169,29 @@ func (r *Relay) handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	tx, ok := wsql.TxFromContext(ctx)
-	if !ok {
-		return errors.New("outbox message arrived without its transaction")
-	}
-	if err := publishInTx(ctx, tx, retry, wait); err != nil {
+	err = r.inOwnTx(ctx, func(tx pgx.Tx) error {
+		return publishInTx(ctx, wsql.TxFromPgx(tx), retry, wait)
+	})
+	if err != nil {
 		return err
 	}
 	r.observer.RelayAttempt(string(m.Step), "retry")
 	return nil
+}
+
+// inOwnTx runs fn in a transaction of the relay's own. The subscriber's
+// transaction is not used: when the relay stops, watermill-sql commits it
+// from another goroutine while the handler may still be running.
+func (r *Relay) inOwnTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin relay transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // backoff returns the wait before attempt+1: doubling from BaseBackoff,
@@ -189,20 +206,19 @@ func (r *Relay) backoff(attempt int) time.Duration {
 	return time.Duration(float64(wait) * jitter)
 }
 
-// quarantine stores the message in outbox_quarantine in the subscriber's
-// transaction, so it leaves the queue only if it is kept.
+// quarantine stores the message in outbox_quarantine before the
+// subscriber acknowledges it, so it leaves the queue only once it is kept.
 func (r *Relay) quarantine(ctx context.Context, msg *message.Message, m ports.OutboxMessage, attempt int, cause error) error {
-	tx, ok := wsql.TxFromContext(ctx)
-	if !ok {
-		return errors.New("outbox message arrived without its transaction")
-	}
 	body := json.RawMessage(msg.Payload)
 	if !json.Valid(body) {
 		body, _ = json.Marshal(string(msg.Payload))
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO outbox_quarantine
+	// A redelivery after a crash before the acknowledgement finds the row
+	// already there and adds no second entry.
+	_, err := r.pool.Exec(ctx, `INSERT INTO outbox_quarantine
 		(message_uuid, payment_id, step, request_id, attempts, last_error, payload)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (message_uuid) WHERE requeued_at IS NULL DO NOTHING`,
 		msg.UUID, m.PaymentID, string(m.Step), m.RequestID, attempt, truncate(cause.Error(), 2000), string(body))
 	if err != nil {
 		return fmt.Errorf("quarantine outbox message %s: %w", msg.UUID, err)

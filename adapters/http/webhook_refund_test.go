@@ -1,6 +1,8 @@
 package http_test
 
 import (
+	"context"
+	"github.com/taskpod/billing/adapters/postgres"
 	"net/http"
 	"strings"
 	"testing"
@@ -125,6 +127,15 @@ func TestRefundLedgerMatchesEmulator(t *testing.T) {
 		if got := balance(rows, account); got != want {
 			t.Errorf("%s = %d, want %d", account, got, want)
 		}
+	}
+
+	// Both reversals took the whole share back, so the agent keeps nothing.
+	earnings, err := postgres.NewLedgerReader(e.pool).AgentBalances(context.Background(), agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(earnings) != 1 || earnings[0].Transferred != 0 {
+		t.Errorf("agent balances = %+v after reversing all 292, want transferred 0", earnings)
 	}
 }
 

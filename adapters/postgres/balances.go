@@ -216,21 +216,25 @@ func (r *LedgerReader) TrialBalance(ctx context.Context, asOf time.Time) ([]port
 }
 
 // AgentBalances sums the agent's payable account per currency. Transferred
-// counts the debits of transfers and the credits of their reversals.
+// counts the debits of transfers less the ledger reversals of transfers and
+// less the transfer reversals Stripe made, which settle the agent's
+// receivable rather than its payable.
 func (r *LedgerReader) AgentBalances(ctx context.Context, agentID string) ([]ports.AgentBalance, error) {
 	rows, err := r.pool.Query(ctx, `
 		SELECT e.currency,
-		       coalesce(-sum(e.amount) FILTER (WHERE NOT e.pending), 0)::bigint,
-		       coalesce(-sum(e.amount) FILTER (WHERE CASE WHEN e.pending THEN NOT EXISTS (
+		       coalesce(-sum(e.amount) FILTER (WHERE e.account_id = $1 AND NOT e.pending), 0)::bigint,
+		       coalesce(-sum(e.amount) FILTER (WHERE e.account_id = $1 AND CASE WHEN e.pending THEN NOT EXISTS (
 		           SELECT 1 FROM ledger_transactions r WHERE r.resolves_id = e.transaction_id) ELSE false END), 0)::bigint,
-		       coalesce(sum(e.amount) FILTER (WHERE t.kind = 'transfer' OR o.kind = 'transfer'), 0)::bigint
+		       coalesce(sum(e.amount) FILTER (WHERE
+		           (e.account_id = $1 AND (t.kind = 'transfer' OR o.kind = 'transfer'))
+		           OR (e.account_id = $2 AND t.kind = 'transfer_reversal')), 0)::bigint
 		  FROM ledger_entries e
 		  JOIN ledger_transactions t ON t.id = e.transaction_id
 		  LEFT JOIN ledger_transactions o ON o.id = t.reverses_id
-		 WHERE e.account_id = $1
+		 WHERE e.account_id IN ($1, $2)
 		 GROUP BY e.currency
 		 ORDER BY e.currency`,
-		string(domain.AgentPayableAccount(agentID)))
+		string(domain.AgentPayableAccount(agentID)), string(domain.AgentReceivableAccount(agentID)))
 	if err != nil {
 		return nil, mapError(err, "read balances of agent "+agentID)
 	}

@@ -171,9 +171,9 @@ func waitSealed(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // vacuumLedger runs VACUUM (ANALYZE) on the ledger tables after a bulk
-// load. Autovacuum would do the same after a load of this size; until it
-// does, the planner works from stale row estimates and index-only scans
-// read the heap, so timings would depend on when it last ran.
+// load, as autovacuum would after a load of this size. Until then the
+// planner works from stale row estimates and index-only scans read the
+// heap, so timings would depend on when autovacuum last ran.
 func vacuumLedger(ctx context.Context, pool *pgxpool.Pool) error {
 	started := time.Now()
 	if err := vacuum(ctx, pool, "ledger_accounts", "ledger_transactions", "ledger_entries", "ledger_seals", "ledger_unsealed"); err != nil {

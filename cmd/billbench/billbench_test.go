@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"os"
 	"strings"
@@ -285,5 +286,33 @@ func TestWriteReportKeepsHandWrittenText(t *testing.T) {
 	want := "intro\n" + generatedBegin + "\nsecond run\n" + generatedEnd + "\n## Analysis\nkept\n"
 	if got != want {
 		t.Errorf("report after the second run:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestParseMetricsSumsLabels(t *testing.T) {
+	text := `# HELP taskpod_billing_db_pool_acquires_total Successful pool acquisitions.
+# TYPE taskpod_billing_db_pool_acquires_total counter
+taskpod_billing_db_pool_acquires_total 120
+taskpod_billing_stripe_request_duration_seconds_sum{operation="capture"} 0.5
+taskpod_billing_stripe_request_duration_seconds_sum{operation="transfer"} 0.25
+taskpod_billing_stripe_request_duration_seconds_count{operation="capture"} 10
+taskpod_billing_stripe_request_duration_seconds_count{operation="transfer"} 5
+taskpod_billing_http_requests_total{route="x"} 7
+`
+	m, err := parseMetrics(bufio.NewScanner(strings.NewReader(text)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{
+		"taskpod_billing_db_pool_acquires_total":                120,
+		"taskpod_billing_stripe_request_duration_seconds_sum":   0.75,
+		"taskpod_billing_stripe_request_duration_seconds_count": 15,
+	} {
+		if got := m[name]; got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if _, ok := m["taskpod_billing_http_requests_total"]; ok {
+		t.Error("a metric outside relayMetricNames was kept")
 	}
 }

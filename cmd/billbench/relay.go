@@ -53,8 +53,14 @@ func (b *bench) relayScenario(ctx context.Context) error {
 	// the outbox tables vacuumed, because a sealing backlog, or dead rows
 	// left by earlier load, would slow whichever side met them.
 	var appRates, baseRates []float64
+	appMetrics := serviceMetrics{}
+	var baseCalls, baseNanos int64
 	for range b.cfg.rounds {
 		if err := b.settle(ctx); err != nil {
+			return err
+		}
+		before, err := b.svc.metrics(ctx)
+		if err != nil {
 			return err
 		}
 		rate, err := b.appRelaySaturation(ctx, n)
@@ -62,14 +68,22 @@ func (b *bench) relayScenario(ctx context.Context) error {
 			return fmt.Errorf("service relay at saturation: %w", err)
 		}
 		appRates = append(appRates, rate)
+		after, err := b.svc.metrics(ctx)
+		if err != nil {
+			return err
+		}
+		appMetrics.add(after.minus(before))
 
 		if err := b.settle(ctx); err != nil {
 			return err
 		}
-		if rate, err = b.baselineRelaySaturation(ctx, n); err != nil {
+		r, err := b.baselineRelaySaturation(ctx, n)
+		if err != nil {
 			return fmt.Errorf("watermill-sql baseline at saturation: %w", err)
 		}
-		baseRates = append(baseRates, rate)
+		baseRates = append(baseRates, r.rate)
+		baseCalls += r.httpCalls
+		baseNanos += r.httpNanos
 	}
 	noopRate, err := b.noopWatermill(ctx, 2*n)
 	if err != nil {
@@ -81,8 +95,9 @@ func (b *bench) relayScenario(ctx context.Context) error {
 		appLabel: "relay", baseLabel: "watermill-sql + raw steps", unit: "/s",
 		app: appRate, base: median(baseRates), target: "≥ 0.8", min: 0.8,
 		detail: fmt.Sprintf("%d completions per round, 2 messages each (capture, transfer); relay rounds %s; baseline rounds %s; "+
-			"watermill-sql with an empty handler on the same database: %.1f messages/s",
-			n, formatRates(appRates), formatRates(baseRates), noopRate),
+			"watermill-sql with an empty handler on the same database: %.1f messages/s; %s; baseline emulator requests: %s mean over %d",
+			n, formatRates(appRates), formatRates(baseRates), noopRate, appMetrics.describe(),
+			formatDuration(meanDuration(baseNanos, baseCalls)), baseCalls),
 	}
 	b.addRatio(row)
 	if row.failed() || b.cfg.profileAll {
@@ -337,28 +352,30 @@ func (b *bench) completionLatency(ctx context.Context, n int, rate float64) ([]t
 // subscriber set up like the relay, whose handler replays the capture and
 // transfer templates. It returns messages per second from the first
 // completion to the last transfer.
-func (b *bench) baselineRelaySaturation(ctx context.Context, n int) (float64, error) {
+func (b *bench) baselineRelaySaturation(ctx context.Context, n int) (baselineRelayResult, error) {
+	var res baselineRelayResult
 	pool, err := b.newPool(ctx, 0, false)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	defer pool.Close()
 	r := &replayer{pool: pool, client: b.svc.client}
 
 	if missing := n - b.baseTasks.size(); missing > 0 {
+		creator := &replayer{pool: pool, client: b.svc.client}
 		if err := parallel(ctx, missing, 8, func(ctx context.Context, i int) error {
-			t, err := b.replayCreate(ctx, r, b.fix.customers[i%len(b.fix.customers)])
+			t, err := b.replayCreate(ctx, creator, b.fix.customers[i%len(b.fix.customers)])
 			if err == nil {
 				b.baseTasks.add(t)
 			}
 			return err
 		}); err != nil {
-			return 0, err
+			return res, err
 		}
 	}
 	tasks, err := b.baseTasks.take(n)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	byPayment := map[string]*paidTask{}
 	for i := range tasks {
@@ -412,7 +429,7 @@ func (b *bench) baselineRelaySaturation(ctx context.Context, n int) (float64, er
 	defer cancel()
 	messages, closeSub, err := subscribe(subCtx, pool, strings.TrimPrefix(relayOutboxTable, "watermill_"))
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	defer closeSub()
 	go func() {
@@ -438,19 +455,28 @@ func (b *bench) baselineRelaySaturation(ctx context.Context, n int) (float64, er
 		subMu.Unlock()
 		return r.run(ctx, b.tmpl.complete.rec.events, sub)
 	}); err != nil {
-		return 0, err
+		return res, err
 	}
 	select {
 	case <-allDone:
 	case <-subCtx.Done():
 		if handlerErr != nil {
-			return 0, handlerErr
+			return res, handlerErr
 		}
-		return 0, subCtx.Err()
+		return res, subCtx.Err()
 	case <-time.After(10 * time.Minute):
-		return 0, fmt.Errorf("%d of %d baseline messages handled after 10 minutes", handled.Load(), 2*n)
+		return res, fmt.Errorf("%d of %d baseline messages handled after 10 minutes", handled.Load(), 2*n)
 	}
-	return float64(2*n) / time.Since(start).Seconds(), nil
+	res.rate = float64(2*n) / time.Since(start).Seconds()
+	res.httpCalls, res.httpNanos = r.httpCalls.Load(), r.httpNanos.Load()
+	return res, nil
+}
+
+// baselineRelayResult is one baseline relay round: its rate and the
+// emulator requests its handler made (the replayed completions make none).
+type baselineRelayResult struct {
+	rate                 float64
+	httpCalls, httpNanos int64
 }
 
 // noopWatermill publishes n messages with watermill-sql and drains them

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -249,6 +250,8 @@ func longestFirst(pairs []string) *strings.Replacer {
 type replayer struct {
 	pool   *pgxpool.Pool
 	client *http.Client
+	// httpCalls and httpNanos count the emulator requests and their time.
+	httpCalls, httpNanos atomic.Int64
 }
 
 // run replays events with sub applied. Statements between BEGIN and COMMIT
@@ -340,12 +343,15 @@ func (p *replayer) replayHTTP(ctx context.Context, c *httpCall, sub *substitutio
 			req.Header.Add(name, sub.apply(v))
 		}
 	}
+	started := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", c.Method, c.URL, err)
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	p.httpCalls.Add(1)
+	p.httpNanos.Add(int64(time.Since(started)))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", c.Method, c.URL, err)
 	}

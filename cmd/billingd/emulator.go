@@ -74,7 +74,7 @@ func newEmulatorServer(cfg Config, pool *pgxpool.Pool, log *slog.Logger, webhook
 		webhookURL = v
 	}
 	emu, err := emulator.New(ctx, pool, emulator.Config{
-		Logger: log.With("component", "stripe-emulator"), WebhookURL: webhookURL, WebhookSecret: cfg.StripeWebhookSecret,
+		Logger: log, WebhookURL: webhookURL, WebhookSecret: cfg.StripeWebhookSecret,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start Stripe emulator: %w", err)

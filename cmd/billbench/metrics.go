@@ -57,8 +57,8 @@ func parseMetrics(scanner *bufio.Scanner) (serviceMetrics, error) {
 		if !ok {
 			continue
 		}
-		for _, wanted := range relayMetricNames {
-			if name != wanted {
+		for _, expected := range relayMetricNames {
+			if name != expected {
 				continue
 			}
 			fields := strings.Fields(rest)
@@ -67,7 +67,7 @@ func parseMetrics(scanner *bufio.Scanner) (serviceMetrics, error) {
 			}
 			v, err := strconv.ParseFloat(fields[0], 64)
 			if err != nil {
-				return nil, fmt.Errorf("metric %s: value %q: %w", name, fields[0], err)
+				return nil, fmt.Errorf("metric %s: invalid value %q: %w", name, fields[0], err)
 			}
 			m[name] += v
 		}

@@ -142,7 +142,8 @@ func (b *bench) markdown() string {
 	m := b.machine
 	s.WriteString("# Benchmarks\n\n")
 	s.WriteString("These numbers come from `make bench`, which runs `go run ./cmd/billbench` and rewrites this page.\n")
-	s.WriteString("Each speed figure is a ratio to a baseline measured in the same run on the same machine: the baseline sends the same SQL statements with pgx, and the same Stripe emulator requests with net/http, with no domain code, HTTP API or relay in between.\n")
+	s.WriteString("Each speed figure is a ratio to a baseline measured in the same run on the same machine.\n")
+	s.WriteString("The baseline sends the same SQL statements with pgx, and the same Stripe emulator requests with net/http, with no domain code, HTTP API or relay in between.\n")
 	s.WriteString("Absolute times are there for context only, because they depend on the machine and on what else runs on it.\n")
 	s.WriteString("Memory limits are absolute.\n\n")
 
@@ -194,7 +195,8 @@ const method = `## Method
 
 Each ratio comes from interleaved rounds: the application and its baseline take turns, and each side's figure is the median of its rounds.
 Interleaving spreads the noise of a shared machine over both sides instead of charging a burst to whichever side ran during it.
-Before each relay round and after each bulk load, billbench waits for the service's ledger sealer to seal every committed transaction and runs ` + "`VACUUM (ANALYZE)`" + ` on the tables involved, as autovacuum would after that much churn, so that no timing depends on when autovacuum last ran.
+Before each relay round and after each bulk load, every committed ledger transaction is sealed and the tables involved get ` + "`VACUUM (ANALYZE)`" + `, as autovacuum would after that much churn.
+So no timing depends on a sealing backlog or on when autovacuum last ran.
 
 The baselines do not guess what the application sends.
 billbench records the SQL statements of one operation of the application with a pgx tracer, and its Stripe requests with an HTTP transport, then replays them with fresh ids.
@@ -210,7 +212,8 @@ The recorded statements are listed at the end of this page.
   The baseline replays the token check, every statement of the request and the emulator's PaymentIntent create-and-confirm request, with a pool of the service's default size.
   Its outbox rows go to a table of their own, so the service's relay does not run them.
 - Completion to transfer: the relay's rate is measured by completing tasks through the API faster than the relay drains them, from the first completion to the last transfer recorded in the ledger, with two messages (capture, transfer) per completion.
-  The baseline is a watermill-sql subscriber with the relay's settings (one message per query transaction, delete on acknowledgement, 200 ms polling) on a table of its own, whose handler replays the recorded statements and emulator requests of the capture and transfer steps.
+  The baseline is a watermill-sql subscriber with the relay's settings (one message per query transaction, delete on acknowledgement, 200 ms polling) on a table of its own.
+  Its handler replays the recorded statements and emulator requests of the capture and transfer steps.
   The latency run then completes tasks at half the measured rate and takes, per task, the time from the API's answer to the transfer's ` + "`recorded_at`" + `, both read from the same machine clock.
 - Auditor queries: a second database holds only generated, balanced transactions of two entries (an agent payable and platform_cash, one second apart), inserted in bulk with the ledger's triggers on.
   Each query is checked once, then timed as the median of repeated requests to a service running on that database.

@@ -63,7 +63,7 @@ func (b *bench) newInproc(pool *pgxpool.Pool) (*inproc, error) {
 type recordingIDs struct {
 	mu        sync.Mutex
 	recording bool
-	made      []string
+	generated      []string
 }
 
 func (r *recordingIDs) NewID(prefix string) string {
@@ -71,7 +71,7 @@ func (r *recordingIDs) NewID(prefix string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.recording {
-		r.made = append(r.made, id)
+		r.generated = append(r.generated, id)
 	}
 	return id
 }
@@ -79,13 +79,13 @@ func (r *recordingIDs) NewID(prefix string) string {
 // record starts keeping ids and returns a function that stops and returns them.
 func (r *recordingIDs) record() func() []string {
 	r.mu.Lock()
-	r.recording, r.made = true, nil
+	r.recording, r.generated = true, nil
 	r.mu.Unlock()
 	return func() []string {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.recording = false
-		return r.made
+		return r.generated
 	}
 }
 

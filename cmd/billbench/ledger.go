@@ -159,7 +159,7 @@ func (b *bench) ledgerScenario(ctx context.Context) error {
 			target, min = "≥ 0.7", 0.7
 		}
 		b.addRatio(resultRow{
-			scenario: "ledger posting", measure: fmt.Sprintf("postings/s, %d writers", writers),
+			scenario: "ledger posting", measure: fmt.Sprintf("postings/s, %s", countOf(writers, "writer")),
 			appLabel: "app", baseLabel: "raw SQL", unit: "/s",
 			app: cmp.rate("app"), base: cmp.rate("baseline"), target: target, min: min,
 			detail: fmt.Sprintf("app rounds %s; raw SQL rounds %s; app p99 %s", formatRates(cmp.rates("app")),
@@ -217,6 +217,14 @@ func (b *bench) ledgerScenario(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// countOf returns "1 writer" or "8 writers".
+func countOf(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // traceBlock renders a trace as a fenced list for the report.

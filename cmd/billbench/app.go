@@ -63,7 +63,7 @@ func (b *bench) newInproc(pool *pgxpool.Pool) (*inproc, error) {
 type recordingIDs struct {
 	mu        sync.Mutex
 	recording bool
-	generated      []string
+	generated []string
 }
 
 func (r *recordingIDs) NewID(prefix string) string {

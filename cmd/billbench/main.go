@@ -99,6 +99,9 @@ func run(ctx context.Context, cfg config, outPath string, keep bool, only string
 	}
 
 	b := &bench{cfg: cfg, env: e}
+	// Runs before e.close, also when a scenario fails or the run is
+	// interrupted, so no billingd serve outlives the run.
+	defer b.stopAll()
 	b.machine = describeMachine(ctx, e.pool)
 	logf("database %s at migration %d; emulator pid %d at %s", e.dbName, e.migration, e.emulator.pid(), e.emulatorURL)
 
@@ -137,14 +140,12 @@ func run(ctx context.Context, cfg config, outPath string, keep bool, only string
 		}
 	}
 	b.stopService()
-	if b.audit != nil {
+	if b.audit != nil && b.audit.svc != nil {
 		b.audit.svc.proc.stop()
+		b.audit.svc = nil
 	}
 	if !cfg.short || cfg.profileAll {
 		b.runProfiles(ctx)
-	}
-	if b.audit != nil {
-		b.audit.pool.Close()
 	}
 	b.elapsed = time.Since(started)
 
@@ -159,6 +160,20 @@ func run(ctx context.Context, cfg config, outPath string, keep bool, only string
 		return fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// stopAll stops the services the run started and closes the audit pool.
+func (b *bench) stopAll() {
+	b.stopService()
+	if b.audit == nil {
+		return
+	}
+	if b.audit.svc != nil {
+		b.audit.svc.proc.stop()
+		b.audit.svc = nil
+	}
+	b.audit.pool.Close()
+	b.audit = nil
 }
 
 // bench carries the environment and the results of one run.

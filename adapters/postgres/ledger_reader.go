@@ -90,10 +90,12 @@ func (r *LedgerReader) Entries(ctx context.Context, f ports.LedgerEntryFilter, p
 			return nil, false, err
 		}
 		if backward {
-			addFilter("(s.sequence, e.id) < ($%d, $%d)", sequence, cursor)
+			// The redundant bound on sequence alone lets the index scan
+			// start at the cursor instead of walking the seals from one end.
+			addFilter("s.sequence <= $%d AND (s.sequence, e.id) < ($%d, $%d)", sequence, sequence, cursor)
 			order = "s.sequence DESC, e.id DESC"
 		} else {
-			addFilter("(s.sequence, e.id) > ($%d, $%d)", sequence, cursor)
+			addFilter("s.sequence >= $%d AND (s.sequence, e.id) > ($%d, $%d)", sequence, sequence, cursor)
 		}
 	}
 	args = append(args, limit+1)

@@ -231,10 +231,13 @@ func readMigrations(fsys fs.FS) ([]migrationFile, error) {
 // exist, by connecting to the postgres database of the same server. A
 // concurrent creation of the same database is not an error.
 func EnsureDatabase(ctx context.Context, databaseURL string) error {
-	cfg, err := pgx.ParseConfig(databaseURL)
+	// pgxpool's own parameters (pool_max_conns and the like) are not
+	// PostgreSQL settings; parsing as a pool config strips them.
+	poolCfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return fmt.Errorf("ensure database: parse connection string: %w", err)
 	}
+	cfg := poolCfg.ConnConfig
 	if cfg.Database == "" {
 		return errors.New("ensure database: the connection string names no database")
 	}

@@ -72,12 +72,29 @@ environment:`)
 	tw.Flush()
 }
 
+// defaultPoolSize is the database pool size unless DATABASE_URL sets
+// pool_max_conns.
+const defaultPoolSize = 16
+
 // openDatabase creates the database if missing, connects and migrates it.
 func openDatabase(ctx context.Context, cfg Config) (*pgxpool.Pool, int, error) {
 	if err := postgres.EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return nil, 0, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, 0, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		// pgxpool's default, the number of CPUs with a floor of 4, makes
+		// the relay, the sealer and the API queue for connections on a
+		// small machine; pool_max_conns in DATABASE_URL overrides this.
+		poolCfg.MaxConns = defaultPoolSize
+	}
+	// The service's queries are short, indexed lookups, for which
+	// PostgreSQL's JIT compilation costs far more than it saves.
+	poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, 0, fmt.Errorf("DATABASE_URL: connect: %w", err)
 	}

@@ -35,7 +35,7 @@ func NewBilling(store ports.Store, gateway ports.PaymentGateway, clock ports.Clo
 	return &Billing{store: store, gateway: gateway, clock: clock, log: log}
 }
 
-// SetupResult is what the client needs to collect a card with Stripe.js.
+// SetupResult is the data a client needs to collect a card with Stripe.js.
 type SetupResult struct {
 	SetupIntentID string
 	ClientSecret  string
@@ -198,7 +198,7 @@ func (b *Billing) SetDefault(ctx context.Context, userID, paymentMethodID string
 	return b.ListPaymentMethods(ctx, userID)
 }
 
-// RemovePaymentMethod detaches a card at Stripe and forgets it. Removing the
+// RemovePaymentMethod detaches a card at Stripe and deletes its stored copy. Removing the
 // default leaves the customer with no default; holds already placed with the
 // card stay valid at Stripe.
 func (b *Billing) RemovePaymentMethod(ctx context.Context, userID, paymentMethodID string) error {
@@ -257,7 +257,7 @@ func (b *Billing) customer(ctx context.Context, userID string) (domain.Customer,
 
 // beginOperation returns the idempotency key of the open operation of kind
 // for subject. It stays the same until finishOperation, so a request retried
-// after a failure replays Stripe's first answer instead of acting twice.
+// after a failure replays Stripe's first response instead of acting twice.
 func (b *Billing) beginOperation(ctx context.Context, subject, kind string) (string, error) {
 	var id string
 	err := b.store.InTx(ctx, func(ctx context.Context, tx ports.Tx) error {

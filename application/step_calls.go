@@ -9,7 +9,7 @@ import (
 	"github.com/taskpod/billing/ports"
 )
 
-// outcomeKind is what Stripe's answer means for the payment.
+// outcomeKind is the meaning of a Stripe response for the payment.
 type outcomeKind int
 
 const (
@@ -109,10 +109,10 @@ func (s *Steps) call(ctx context.Context, c claim) (outcome, error) {
 	return outcome{}, fmt.Errorf("unknown payment step %q", c.msg.Step)
 }
 
-// reconcile asks Stripe whether an earlier attempt of the step took effect.
+// reconcile reads from Stripe whether an earlier attempt of the step took effect.
 // It records the effect and returns done when it did; when Stripe shows
 // nothing happened it stores a new attempt number, so the next call cannot
-// replay the earlier attempt's stored answer.
+// replay the stored response of the earlier attempt.
 func (s *Steps) reconcile(ctx context.Context, c *claim) (bool, error) {
 	p := c.payment
 	var o outcome
@@ -231,7 +231,7 @@ func (s *Steps) captureState(ctx context.Context, paymentIntentID string, cause 
 	case ports.PICanceled:
 		return outcome{kind: outcomeExpired, intent: pi, reason: "authorization expired before capture"}, nil
 	}
-	return outcome{}, fmt.Errorf("capture refused while the payment intent is %s: %w", pi.Status, cause)
+	return outcome{}, fmt.Errorf("capture rejected while the payment intent is %s: %w", pi.Status, cause)
 }
 
 // releaseState reads an intent after Stripe refused a cancel.
@@ -243,7 +243,7 @@ func (s *Steps) releaseState(ctx context.Context, paymentIntentID string, cause 
 	if pi.Status == ports.PICanceled {
 		return outcome{kind: outcomeReleased, intent: pi, reason: "hold released"}, nil
 	}
-	return outcome{}, fmt.Errorf("cancel refused while the payment intent is %s: %w", pi.Status, cause)
+	return outcome{}, fmt.Errorf("cancel rejected while the payment intent is %s: %w", pi.Status, cause)
 }
 
 // authorizeFailure turns a failed authorization into an outcome: a card

@@ -5,7 +5,7 @@ package application
 
 import "context"
 
-// Role is what a bearer token allows.
+// Role is the set of routes a bearer token may call.
 type Role string
 
 // Roles.

@@ -269,7 +269,7 @@ func (b *Billing) beginOperation(ctx context.Context, subject, kind string) (str
 }
 
 // failOperation decides whether a failed card call keeps its key. Stripe
-// stores a 5xx answer under its idempotency key and replays it for 24 hours,
+// stores a 5xx response under its idempotency key and replays it for 24 hours,
 // so after an api_error the operation is finished and the next request gets
 // a new key; at worst that leaves an unused Stripe customer or SetupIntent,
 // which hold no money. After a network failure the outcome is unknown, so

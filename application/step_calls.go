@@ -247,7 +247,7 @@ func (s *Steps) releaseState(ctx context.Context, paymentIntentID string, cause 
 }
 
 // authorizeFailure turns a failed authorization into an outcome: a card
-// error asks the customer to confirm the intent themselves, an invalid
+// error leaves the customer to confirm the intent themselves, an invalid
 // request fails the payment, anything else is retried.
 func authorizeFailure(err error) (outcome, error) {
 	var ge *ports.GatewayError

@@ -27,7 +27,7 @@ const relayActor = "system:relay"
 // step under a lease in one unit of work, calls Stripe with a key built from
 // the payment id, the step and the stored attempt number, and records the
 // outcome in another unit of work. A run that finds its step claimed before
-// first asks Stripe what happened, so a crash between the call and the
+// first reads from Stripe what happened, so a crash between the call and the
 // record never acts twice.
 type Steps struct {
 	store    ports.Store
@@ -104,7 +104,7 @@ func IdempotencyKey(paymentID string, step domain.Step, attempt int) string {
 	return fmt.Sprintf("taskpod:%s:%s:%d", paymentID, step, attempt)
 }
 
-// claim is what a run learned and reserved in its first unit of work.
+// claim is the state a run read and reserved in its first unit of work.
 type claim struct {
 	msg     ports.OutboxMessage
 	payment domain.PaymentRecord

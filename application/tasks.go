@@ -36,7 +36,7 @@ func NewTasks(store ports.Store, billing *Billing, steps *Steps, clock ports.Clo
 }
 
 // inlineStepGrace delays the relay's copy of an authorize message that
-// Create runs itself, so the two do not race for the step and the answer
+// Create runs itself, so the two do not race for the step and the response
 // carries the hold's outcome. It exceeds a normal Stripe round trip; a
 // slower inline call only makes the relay retry after the lease.
 const inlineStepGrace = 10 * time.Second
@@ -61,7 +61,7 @@ type CreateTaskInput struct {
 
 // Create stores a task for an agent. For a paid agent it commits the task,
 // its payment and the authorize message together, then runs the message at
-// once so the answer can carry the hold's outcome; if that attempt fails
+// once so the response can carry the hold's outcome; if that attempt fails
 // before it ends, the relay finishes it and the payment stays authorizing.
 func (s *Tasks) Create(ctx context.Context, customerID string, in CreateTaskInput) (TaskView, error) {
 	agent, err := s.activeAgent(ctx, in.AgentID)

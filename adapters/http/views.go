@@ -73,7 +73,7 @@ type paymentView struct {
 }
 
 // paymentOf builds the payment view. The client secret lets its holder
-// confirm the payment, so only the paying customer sees it.
+// confirm the payment, so only the paying customer receives it.
 func paymentOf(p domain.PaymentRecord, viewer application.Role) paymentView {
 	v := paymentView{
 		ID: p.ID, TaskID: p.TaskID, AmountCents: p.Amount.Amount(), Currency: string(p.Amount.Currency()),

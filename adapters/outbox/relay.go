@@ -26,7 +26,7 @@ type StepRunner interface {
 	Run(ctx context.Context, m ports.OutboxMessage) error
 }
 
-// RelayObserver is told about relay attempts, for metrics.
+// RelayObserver receives relay attempts, for metrics.
 type RelayObserver interface {
 	// RelayAttempt records one handled message; outcome is success, retry or quarantined.
 	RelayAttempt(step, outcome string)
